@@ -1,0 +1,1 @@
+"""Flotilla's services; each runs as `python -m services.<name>`."""

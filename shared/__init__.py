@@ -1,0 +1,1 @@
+"""Flotilla's common code: settings, ids, time, models, names, database and broker."""

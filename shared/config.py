@@ -1,0 +1,43 @@
+"""The one settings model. Read from `FLOTILLA_*` variables once, in each service's `main`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    # Units live in field names (claim_timeout_s) while the public variable keeps the short
+    # name the architecture documents (FLOTILLA_CLAIM_TIMEOUT).
+    return AliasChoices(f"FLOTILLA_{name}", f"flotilla_{name.lower()}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLOTILLA_", extra="ignore", populate_by_name=True)
+
+    mongo_url: str = "mongodb://127.0.0.1:27017/"
+    mongo_db: str = "flotilla"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    exchange_prefix: str = "exchange/taskcluster-queue/v1/"
+
+    root_url: str = "http://127.0.0.1:8080"
+    queue_host: str = "127.0.0.1"
+    queue_port: int = Field(8080, ge=1, le=65535)
+
+    root_client_id: str = "static/flotilla/root"
+    # Empty means "no root client": every request is then anonymous or a stored client.
+    root_access_token: str = ""
+    # Key for encrypting client access tokens at rest (Hawk needs the secret itself, so
+    # tokens cannot be hashed). `make up` generates one; the default is for tests only.
+    secret_key: str = "flotilla-development-secret-key-change-me"
+
+    claim_timeout_s: int = Field(1200, ge=1, validation_alias=_env("CLAIM_TIMEOUT"))
+    artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    log_level: str = "INFO"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (tests use these)."""
+    return Settings(**overrides)  # type: ignore[arg-type]
