@@ -1,0 +1,74 @@
+# Flotilla: `make up` for a running platform, `make test` for the suite. Both install what
+# they need (Debian packages, FerretDB, the virtualenv) on a machine that has none of it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+LOCAL := deploy/local
+PYTEST_ARGS ?=
+
+.PHONY: help system venv infra up down status test unit lint format bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+system: ## install Debian packages (RabbitMQ, Docker engine, busybox-static)
+	@$(LOCAL)/install-system.sh
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	@echo "[flotilla] installing Python dependencies into $(VENV)"
+	@mkdir -p .flotilla/logs
+	@{ $(VPY) -m pip install --disable-pip-version-check --upgrade pip && \
+	   $(VPY) -m pip install --disable-pip-version-check -e '.[test]'; } >.flotilla/logs/pip.log 2>&1 \
+	 || { tail -30 .flotilla/logs/pip.log; echo "[flotilla] pip install failed (full log: .flotilla/logs/pip.log)"; exit 1; }
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv with the project installed (editable)
+
+infra: system venv ## start FerretDB, RabbitMQ and Docker; build offline images
+	@$(LOCAL)/ferretdb.sh start
+	@$(LOCAL)/rabbitmq.sh start
+	@$(LOCAL)/docker.sh start
+	@$(LOCAL)/images.sh
+
+up: infra ## everything above, then the services; writes .flotilla/env
+	@$(LOCAL)/write-env.sh
+	@$(LOCAL)/services.sh start
+	@source .flotilla/env; \
+	 echo; echo "Flotilla is up. In a shell:  source .flotilla/env"; \
+	 echo "  queue API     $$FLOTILLA_ROOT_URL/api/queue/v1/"; \
+	 echo "  MongoDB       $$FLOTILLA_MONGO_URL"; \
+	 echo "  RabbitMQ      $$FLOTILLA_AMQP_URL"; \
+	 echo "  client id     $$TASKCLUSTER_CLIENT_ID (token in .flotilla/env)"; \
+	 echo "  logs          .flotilla/logs/"
+
+down: ## stop what `make up` started; data is kept
+	@$(LOCAL)/services.sh stop
+	@$(LOCAL)/ferretdb.sh stop
+	@$(LOCAL)/rabbitmq.sh stop
+	@$(LOCAL)/docker.sh stop
+
+status: ## show which services run
+	@$(LOCAL)/services.sh status
+
+test: infra ## start what tests need, then run the whole suite
+	@$(VPY) -m pytest $(PYTEST_ARGS)
+
+unit: venv ## only the unit tests (no servers needed)
+	@$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: venv ## ruff: lint and formatting check
+	@$(VPY) -m ruff check services shared tests bench
+	@$(VPY) -m ruff format --check services shared tests bench
+
+format: venv ## ruff: fix formatting
+	@$(VPY) -m ruff format services shared tests bench
+
+bench: infra ## run the benchmarks (not tests); results in bench/results/
+	@$(VPY) -m bench
+
+clean: down ## stop everything and delete local data (.flotilla)
+	rm -rf .flotilla

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# services.sh start|stop|status: run Flotilla's services as background processes with the
+# settings in $FLOTILLA_HOME/env. Only services whose code exists are started.
+source "$(dirname "$0")/common.sh"
+
+SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker)
+PYTHON="$REPO_ROOT/.venv/bin/python"
+
+present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }
+
+start() {
+  [[ -f $FLOTILLA_HOME/env ]] || die "$FLOTILLA_HOME/env is missing (run: make up)"
+  [[ -x $PYTHON ]] || die "no virtualenv at .venv (run: make venv)"
+  local started=0
+  for svc in "${SERVICES[@]}"; do
+    present "$svc" || continue
+    if pid_alive "$svc"; then say "$svc already running"; started=1; continue; fi
+    (
+      set -a; source "$FLOTILLA_HOME/env"; set +a
+      cd "$REPO_ROOT"
+      nohup "$PYTHON" -m "services.$svc" >>"$LOG_DIR/$svc.log" 2>&1 &
+      echo $! >"$RUN_DIR/$svc.pid"
+    )
+    say "started $svc (log: $LOG_DIR/$svc.log)"
+    started=1
+  done
+  if present queue; then
+    (set -a; source "$FLOTILLA_HOME/env"; set +a
+     wait_tcp 127.0.0.1 "$FLOTILLA_QUEUE_PORT" 30 "the queue service")
+  fi
+  ((started)) || say "no services to start yet"
+}
+
+stop() {
+  for svc in "${SERVICES[@]}"; do stop_pid "$svc"; done
+}
+
+status() {
+  printf '%-22s %-8s %s\n' SERVICE STATE PID
+  for svc in "${SERVICES[@]}"; do
+    present "$svc" || continue
+    if pid_alive "$svc"; then
+      printf '%-22s %-8s %s\n' "$svc" running "$(cat "$RUN_DIR/$svc.pid")"
+    else
+      printf '%-22s %-8s %s\n' "$svc" stopped -
+    fi
+  done
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  *) die "usage: $0 start|stop|status" ;;
+esac
