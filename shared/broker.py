@@ -1,0 +1,128 @@
+"""RabbitMQ: declare the queue's topic exchanges, publish with confirms, bind consumers.
+
+Publishing is persistent (delivery mode 2) JSON with publisher confirms, and a task's
+routes travel in the AMQP `CC` header as `route.<r>` keys (RabbitMQ's sender-selected
+distribution: a queue bound to several matching keys still gets the message once).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aio_pika
+import aiormq
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pamqp.commands import Basic
+
+from shared.routing import EXCHANGES, exchange_name
+
+log = logging.getLogger(__name__)
+
+
+class BrokerError(Exception):
+    """Publishing or declaring failed. Always worth retrying: the broker may come back."""
+
+    retryable = True
+
+
+def encode_body(body: Mapping[str, object]) -> bytes:
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Bind `queue` to the exchange for `event` with a Taskcluster-style topic pattern."""
+
+    event: str
+    pattern: str
+
+
+class Broker:
+    """One connection and one confirming channel; create with `await Broker.connect(...)`."""
+
+    def __init__(
+        self,
+        connection: AbstractRobustConnection,
+        channel: AbstractChannel,
+        exchanges: Mapping[str, AbstractExchange],
+        prefix: str,
+    ) -> None:
+        self._connection = connection
+        self._channel = channel
+        self._exchanges = dict(exchanges)
+        self.prefix = prefix
+
+    @classmethod
+    async def connect(
+        cls, amqp_url: str, *, prefix: str, events: Iterable[str] = EXCHANGES
+    ) -> Broker:
+        try:
+            connection = await aio_pika.connect_robust(amqp_url)
+            channel = await connection.channel(publisher_confirms=True)
+            exchanges = {
+                event: await channel.declare_exchange(
+                    exchange_name(prefix, event), aio_pika.ExchangeType.TOPIC, durable=True
+                )
+                for event in events
+            }
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerError(f"cannot connect to RabbitMQ: {exc}") from exc
+        return cls(connection, channel, exchanges, prefix)
+
+    @property
+    def channel(self) -> AbstractChannel:
+        return self._channel
+
+    async def publish(
+        self,
+        event: str,
+        routing_key: str,
+        body: Mapping[str, object],
+        cc: Sequence[str] = (),
+    ) -> None:
+        """Publish and wait for the broker's confirm; raise BrokerError if it is refused."""
+        message = aio_pika.Message(
+            encode_body(body),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            content_type="application/json",
+            content_encoding="utf-8",
+            headers={"CC": list(cc)} if cc else None,
+        )
+        try:
+            confirmation = await self._exchanges[event].publish(
+                message, routing_key=routing_key, mandatory=False
+            )
+        except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+            raise BrokerError(f"publish to {event} failed: {exc}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise BrokerError(f"broker did not confirm the {event} message: {confirmation!r}")
+
+    async def bind_queue(
+        self,
+        name: str,
+        bindings: Iterable[Binding],
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        prefetch: int | None = None,
+    ) -> AbstractQueue:
+        """Declare a queue (durable and shared, or private and auto-deleted) and bind it."""
+        if prefetch is not None:
+            await self._channel.set_qos(prefetch_count=prefetch)
+        queue = await self._channel.declare_queue(
+            name, durable=durable, exclusive=exclusive, auto_delete=not durable
+        )
+        for binding in bindings:
+            await queue.bind(self._exchanges[binding.event], routing_key=binding.pattern)
+        return queue
+
+    async def close(self) -> None:
+        await self._connection.close()

@@ -1,0 +1,96 @@
+"""Exchange names and routing keys, exactly as upstream's Pulse exchanges spell them.
+
+Every name a service publishes to or binds with comes from here (never a literal elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# The queue's exchanges, in upstream's order. Names are appended to the exchange prefix
+# (`exchange/taskcluster-queue/v1/` by default).
+TASK_EXCHANGES = (
+    "task-defined",
+    "task-pending",
+    "task-running",
+    "artifact-created",
+    "task-completed",
+    "task-failed",
+    "task-exception",
+    "task-priority-changed",
+)
+TASK_GROUP_EXCHANGES = (
+    "task-group-resolved",
+    "task-group-sealed",
+    "task-group-priority-changed",
+)
+EXCHANGES = TASK_EXCHANGES + TASK_GROUP_EXCHANGES
+
+MAX_ROUTING_KEY_LENGTH = 255
+_EMPTY = "_"
+
+
+class RoutingKeyError(ValueError):
+    """A routing-key word would contain a dot, or the key would exceed 255 characters."""
+
+
+def exchange_name(prefix: str, event: str) -> str:
+    if event not in EXCHANGES:
+        raise ValueError(f"unknown exchange {event!r}")
+    return prefix + event
+
+
+def _word(name: str, value: object) -> str:
+    if value is None or value == "":
+        return _EMPTY
+    text = str(value)
+    if "." in text:
+        raise RoutingKeyError(f"routing key word {name}={text!r} may not contain '.'")
+    return text
+
+
+def _join(words: Iterable[str]) -> str:
+    key = ".".join(words)
+    if len(key) > MAX_ROUTING_KEY_LENGTH:
+        raise RoutingKeyError(f"routing key is {len(key)} characters (at most 255)")
+    return key
+
+
+def task_routing_key(
+    *,
+    task_id: str,
+    run_id: int | None = None,
+    worker_group: str | None = None,
+    worker_id: str | None = None,
+    provisioner_id: str,
+    worker_type: str,
+    scheduler_id: str,
+    task_group_id: str,
+) -> str:
+    """`primary.<taskId>.<runId>.<workerGroup>.<workerId>.<prov>.<wt>.<schedulerId>.<group>._`"""
+    return _join(
+        (
+            "primary",
+            _word("taskId", task_id),
+            _word("runId", run_id),
+            _word("workerGroup", worker_group),
+            _word("workerId", worker_id),
+            _word("provisionerId", provisioner_id),
+            _word("workerType", worker_type),
+            _word("schedulerId", scheduler_id),
+            _word("taskGroupId", task_group_id),
+            _EMPTY,  # `reserved`: always `_` when publishing; binders match it with `#`
+        )
+    )
+
+
+def task_group_routing_key(*, task_group_id: str, scheduler_id: str) -> str:
+    """`primary.<taskGroupId>.<schedulerId>._`"""
+    return _join(
+        ("primary", _word("taskGroupId", task_group_id), _word("schedulerId", scheduler_id), "_")
+    )
+
+
+def cc_routes(routes: Iterable[str]) -> list[str]:
+    """The CC keys for a task's routes: `route.<r>` (dots inside a route are allowed here)."""
+    return [f"route.{route}" for route in routes]
