@@ -34,7 +34,9 @@ def sample_key(task_id: str, group_id: str) -> str:
     )
 
 
-async def collect(queue: aio_pika.abc.AbstractQueue, seconds: float) -> list[AbstractIncomingMessage]:
+async def collect(
+    queue: aio_pika.abc.AbstractQueue, seconds: float
+) -> list[AbstractIncomingMessage]:
     """Everything delivered within `seconds` (long enough to see a duplicate if there is one)."""
     received: list[AbstractIncomingMessage] = []
 
@@ -55,7 +57,10 @@ async def test_subscriber_with_queue_events_pattern_receives_once(broker: Broker
     by_route = EVENTS.taskCompleted(f"route.notify.{task_id}.#")
     queue = await broker.bind_queue(
         f"test-{uuid.uuid4().hex}",
-        [Binding(event_of(b, broker), b["routingKeyPattern"]) for b in (by_task, by_group, by_route)],
+        [
+            Binding(event_of(b, broker), b["routingKeyPattern"])
+            for b in (by_task, by_group, by_route)
+        ],
         durable=False,
         exclusive=True,
     )
@@ -88,7 +93,9 @@ async def test_route_only_binding_receives_through_cc(broker: Broker) -> None:
         exclusive=True,
     )
     await broker.publish(
-        "task-defined", sample_key(task_id, slugid()), {"version": 1},
+        "task-defined",
+        sample_key(task_id, slugid()),
+        {"version": 1},
         cc=cc_routes([f"index.{task_id}.latest"]),
     )
     await broker.publish("task-defined", sample_key(slugid(), slugid()), {"version": 1})

@@ -11,7 +11,8 @@ IMAGE = "flotilla/busybox:latest"
 
 def test_busybox_image_runs_and_output_is_captured(docker_client: docker.DockerClient) -> None:
     output = docker_client.containers.run(
-        IMAGE, ["sh", "-c", "echo hello from $0; ls /bin/sleep /bin/cat; mkdir /tmp/x && echo ok"],
+        IMAGE,
+        ["sh", "-c", "echo hello from $0; ls /bin/sleep /bin/cat; mkdir /tmp/x && echo ok"],
         remove=True,
     )
     lines = output.decode().splitlines()

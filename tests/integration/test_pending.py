@@ -14,7 +14,9 @@ from shared.timeutil import from_now, utcnow
 QUEUE = "prov/wt"
 
 
-def entry(priority: int, inserted_s: float, queue: str = QUEUE, deadline_s: float = 3600) -> PendingEntry:
+def entry(
+    priority: int, inserted_s: float, queue: str = QUEUE, deadline_s: float = 3600
+) -> PendingEntry:
     return PendingEntry(
         taskQueueId=queue,
         priority=priority,
@@ -27,7 +29,9 @@ def entry(priority: int, inserted_s: float, queue: str = QUEUE, deadline_s: floa
 
 async def drain(db: Database, queue: str = QUEUE) -> list[PendingEntry]:
     claimed = []
-    while (next_entry := await pending.lease_next(db, queue, now=utcnow(), lease_s=300)) is not None:
+    while (
+        next_entry := await pending.lease_next(db, queue, now=utcnow(), lease_s=300)
+    ) is not None:
         claimed.append(next_entry)
     return claimed
 
@@ -75,11 +79,15 @@ async def test_many_claimers_share_entries_without_duplicates(mongo_db: Database
 
     async def worker() -> list[str]:
         mine = []
-        while (got := await pending.lease_next(mongo_db, QUEUE, now=utcnow(), lease_s=300)) is not None:
+        while (
+            got := await pending.lease_next(mongo_db, QUEUE, now=utcnow(), lease_s=300)
+        ) is not None:
             mine.append(got.taskId)
         return mine
 
-    claimed = [task for batch in await asyncio.gather(*(worker() for _ in range(8))) for task in batch]
+    claimed = [
+        task for batch in await asyncio.gather(*(worker() for _ in range(8))) for task in batch
+    ]
     assert sorted(claimed) == sorted(i.taskId for i in items)
 
 
