@@ -44,9 +44,14 @@ def from_now(seconds: float = 0, *, base: datetime | None = None) -> datetime:
     return truncate_ms((base or utcnow()) + timedelta(seconds=seconds))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def to_epoch_ms(value: datetime) -> int:
-    return int(to_utc(value).timestamp() * 1000)
+    # Integer arithmetic: going through float seconds loses a millisecond for far dates.
+    return (to_utc(value) - _EPOCH) // _ONE_MS
 
 
 def from_epoch_ms(ms: float) -> datetime:
-    return truncate_ms(datetime.fromtimestamp(ms / 1000, UTC))
+    return truncate_ms(_EPOCH + timedelta(milliseconds=ms))
