@@ -7,8 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import docker
@@ -93,3 +101,90 @@ async def poll_until(
         if asyncio.get_running_loop().time() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+@dataclass(frozen=True)
+class RunningService:
+    root_url: str
+    root_client_id: str
+    root_access_token: str
+    mongo_db: str
+    log_path: Path
+
+    def client_options(self, **credentials: str) -> dict[str, object]:
+        """Options for `taskcluster.Queue(...)`; root credentials unless others are given."""
+        creds = credentials or {
+            "clientId": self.root_client_id,
+            "accessToken": self.root_access_token,
+        }
+        return {"rootUrl": self.root_url, "credentials": creds, "maxRetries": 0}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def queue_service(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningService]:
+    """`python -m services.queue` as a real process on a free port, with its own database."""
+    port = _free_port()
+    token = secrets.token_urlsafe(33)[:44]
+    database = f"test_queue_{uuid.uuid4().hex[:10]}"
+    log_path = tmp_path_factory.mktemp("queue") / "queue.log"
+    env = {
+        **os.environ,
+        "FLOTILLA_QUEUE_PORT": str(port),
+        "FLOTILLA_ROOT_URL": f"http://127.0.0.1:{port}",
+        "FLOTILLA_ROOT_ACCESS_TOKEN": token,
+        "FLOTILLA_MONGO_DB": database,
+        "FLOTILLA_CLAIM_TIMEOUT": os.environ.get("FLOTILLA_CLAIM_TIMEOUT", "1200"),
+    }
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.queue"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    service = RunningService(
+        f"http://127.0.0.1:{port}", settings.root_client_id, token, database, log_path
+    )
+    try:
+        _wait_for_ping(service, process)
+        yield service
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        _drop_database(settings.mongo_url, database)
+
+
+def _wait_for_ping(service: RunningService, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    url = f"{service.root_url}/api/queue/v1/ping"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"queue exited with {process.returncode}:\n{service.log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"queue did not answer {url} within 30 s:\n{service.log_path.read_text()}")
+
+
+def _drop_database(mongo_url: str, name: str) -> None:
+    if os.environ.get("FLOTILLA_KEEP_TEST_DB"):
+        return
+    import pymongo
+
+    with pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000) as client:
+        client.drop_database(name)

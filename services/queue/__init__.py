@@ -1,0 +1,1 @@
+"""The queue service: Flotilla's HTTP front (Queue API, Auth API) for people and workers."""

@@ -1,0 +1,25 @@
+"""`python -m services.queue`: the composition root. Settings are read once, here."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.queue.app import build_app
+from shared import logs
+from shared.config import load_settings
+
+
+def main() -> None:
+    settings = load_settings()
+    logs.configure(settings.log_level, service="services.queue")
+    web.run_app(
+        build_app(settings),
+        host=settings.queue_host,
+        port=settings.queue_port,
+        print=None,
+        shutdown_timeout=30,  # long-polling claimWork calls get to finish or time out
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""The part of Taskcluster's Auth API people need to manage clients and roles.
+
+Served under `/api/auth/v1/` on the queue's HTTP front, so `taskcluster.Auth` works
+against Flotilla. Scopes as upstream: creating or widening a client or role needs
+`auth:<verb>-<client|role>:<id>` and every scope being granted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared import errors
+from shared.api import Call, Endpoint
+from shared.auth.roles import RoleError, RoleResolver, check_no_cycle
+from shared.auth.scopes import is_valid_scope, normalize_scopes
+from shared.auth.store import AuthStore
+from shared.ids import slugid
+from shared.models.common import parse_timestamp
+from shared.timeutil import format_ts, utcnow
+
+CLIENT_ID = r"^[A-Za-z0-9!@/:.+|_-]+$"
+ROLE_ID = r"^[\x20-\x7e]+$"
+PAGE_LIMIT = 1000
+
+
+def _scopes(values: list[str]) -> list[str]:
+    bad = [scope for scope in values if not is_valid_scope(scope)]
+    if bad:
+        raise ValueError(f"invalid scopes: {bad}")
+    return values
+
+
+class ClientRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires: datetime
+    description: str = Field("", max_length=10240)
+    scopes: list[str] = Field(default_factory=list)
+    deleteOnExpiration: bool = False
+
+    _check = field_validator("scopes")(_scopes)
+
+    @field_validator("expires", mode="before")
+    @classmethod
+    def _ts(cls, value: object) -> datetime:
+        return parse_timestamp(value)
+
+
+class RoleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[str]
+    description: str = Field("", max_length=10240)
+
+    _check = field_validator("scopes")(_scopes)
+
+
+class ScopeSetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scopes: list[str]
+
+    _check = field_validator("scopes")(_scopes)
+
+
+def new_access_token() -> str:
+    return slugid() + slugid()
+
+
+def _page_token(last_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([last_id]).encode()).decode()
+
+
+def _after(token: str | None) -> str | None:
+    if not token:
+        return None
+    try:
+        (value,) = json.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, TypeError) as exc:
+        raise errors.InputError("Invalid continuationToken") from exc
+    return str(value)
+
+
+def _limit(query: dict[str, str]) -> int:
+    text = query.get("limit", str(PAGE_LIMIT))
+    if not text.isdigit():
+        raise errors.InvalidRequestArguments("limit must match ^[0-9]+$")
+    return max(1, min(int(text), PAGE_LIMIT))
+
+
+class AuthApi:
+    def __init__(self, store: AuthStore) -> None:
+        self.store = store
+
+    # --- responses -------------------------------------------------------------------------
+
+    async def _client_out(self, doc: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        resolver = await self.store.resolver()
+        out = {
+            "clientId": doc["_id"],
+            "description": doc.get("description", ""),
+            "expires": format_ts(doc["expires"]),
+            "created": format_ts(doc["created"]),
+            "lastModified": format_ts(doc["lastModified"]),
+            "lastDateUsed": format_ts(doc.get("lastDateUsed", doc["created"])),
+            "lastRotated": format_ts(doc["lastRotated"]),
+            "deleteOnExpiration": bool(doc.get("deleteOnExpiration", False)),
+            "scopes": list(doc.get("scopes", [])),
+            "expandedScopes": resolver.expand(doc.get("scopes", [])),
+            "disabled": bool(doc.get("disabled", False)),
+        }
+        if token is not None:
+            out["accessToken"] = token
+        return out
+
+    async def _role_out(self, doc: dict[str, Any]) -> dict[str, Any]:
+        resolver = await self.store.resolver()
+        return {
+            "roleId": doc["_id"],
+            "scopes": list(doc["scopes"]),
+            "description": doc.get("description", ""),
+            "created": format_ts(doc["created"]),
+            "lastModified": format_ts(doc["lastModified"]),
+            "expandedScopes": resolver.expand([f"assume:{doc['_id']}"]),
+        }
+
+    async def _existing_client(self, client_id: str) -> dict[str, Any]:
+        doc = await self.store.get_client(client_id)
+        if doc is None:
+            raise errors.ResourceNotFound(f"Client {client_id} not found")
+        return doc
+
+    def _refuse_static(self, client_id: str) -> None:
+        if self.store.is_static(client_id):
+            raise errors.RequestConflict(
+                f"Client {client_id} is a static client; it cannot be changed"
+            )
+
+    # --- clients ---------------------------------------------------------------------------
+
+    async def create_client(self, call: Call) -> dict[str, Any]:
+        client_id, body = call.params["clientId"], call.body
+        call.authorize(scopes=body.scopes)
+        self._refuse_static(client_id)
+        now = utcnow()
+        scopes = normalize_scopes(body.scopes)
+        token = new_access_token()
+        document = {
+            "_id": client_id,
+            "description": body.description,
+            "encryptedToken": self.store.encrypt(token),
+            "scopes": scopes,
+            "expires": body.expires,
+            "disabled": False,
+            "deleteOnExpiration": body.deleteOnExpiration,
+            "created": now,
+            "lastModified": now,
+            "lastDateUsed": now,
+            "lastRotated": now,
+        }
+        if not await self.store.insert_client(document):
+            existing = await self._existing_client(client_id)
+            same = (
+                existing.get("description") == body.description
+                and existing.get("scopes") == scopes
+                and existing["expires"] == body.expires
+            )
+            # Upstream answers a repeat with 409 too: the token is shown only once.
+            raise errors.RequestConflict(
+                f"Client {client_id} already exists"
+                + ("" if same else " with different properties")
+            )
+        return await self._client_out(document, token)
+
+    async def update_client(self, call: Call) -> dict[str, Any]:
+        client_id, body = call.params["clientId"], call.body
+        self._refuse_static(client_id)
+        existing = await self._existing_client(client_id)
+        added = sorted(set(body.scopes) - set(existing.get("scopes", [])))
+        call.authorize({"AllOf": ["auth:update-client:<clientId>", *added]}, clientId=client_id)
+        doc = await self.store.update_client(
+            client_id,
+            {
+                "description": body.description,
+                "scopes": normalize_scopes(body.scopes),
+                "expires": body.expires,
+                "deleteOnExpiration": body.deleteOnExpiration,
+                "lastModified": utcnow(),
+            },
+        )
+        if doc is None:
+            raise errors.ResourceNotFound(f"Client {client_id} not found")
+        return await self._client_out(doc)
+
+    async def get_client(self, call: Call) -> dict[str, Any]:
+        return await self._client_out(await self._existing_client(call.params["clientId"]))
+
+    async def list_clients(self, call: Call) -> dict[str, Any]:
+        limit = _limit(call.query)
+        docs = await self.store.list_clients(
+            call.query.get("prefix", ""), _after(call.query.get("continuationToken")), limit
+        )
+        page = docs[:limit]
+        out: dict[str, Any] = {"clients": [await self._client_out(d) for d in page]}
+        if len(docs) > limit:
+            out["continuationToken"] = _page_token(page[-1]["_id"])
+        return out
+
+    async def delete_client(self, call: Call) -> None:
+        client_id = call.params["clientId"]
+        self._refuse_static(client_id)
+        await self.store.delete_client(client_id)  # deleting a missing client succeeds
+
+    async def _set_disabled(self, call: Call, disabled: bool) -> dict[str, Any]:
+        client_id = call.params["clientId"]
+        self._refuse_static(client_id)
+        doc = await self.store.update_client(
+            client_id, {"disabled": disabled, "lastModified": utcnow()}
+        )
+        if doc is None:
+            raise errors.ResourceNotFound(f"Client {client_id} not found")
+        return await self._client_out(doc)
+
+    async def disable_client(self, call: Call) -> dict[str, Any]:
+        return await self._set_disabled(call, True)
+
+    async def enable_client(self, call: Call) -> dict[str, Any]:
+        return await self._set_disabled(call, False)
+
+    async def reset_access_token(self, call: Call) -> dict[str, Any]:
+        client_id = call.params["clientId"]
+        self._refuse_static(client_id)
+        token = new_access_token()
+        now = utcnow()
+        doc = await self.store.update_client(
+            client_id,
+            {"encryptedToken": self.store.encrypt(token), "lastRotated": now, "lastModified": now},
+        )
+        if doc is None:
+            raise errors.ResourceNotFound(f"Client {client_id} not found")
+        return await self._client_out(doc, token)
+
+    # --- roles -----------------------------------------------------------------------------
+
+    async def _check_role(self, role_id: str, scopes: list[str]) -> None:
+        roles = {doc["_id"]: list(doc["scopes"]) for doc in await self.store.all_roles()}
+        try:
+            check_no_cycle(roles, role_id, scopes)
+        except RoleError as exc:
+            raise errors.InputError(str(exc)) from exc
+
+    async def create_role(self, call: Call) -> dict[str, Any]:
+        role_id, body = call.params["roleId"], call.body
+        call.authorize(scopes=body.scopes)
+        scopes = normalize_scopes(body.scopes)
+        await self._check_role(role_id, scopes)
+        now = utcnow()
+        document = {
+            "_id": role_id,
+            "scopes": scopes,
+            "description": body.description,
+            "created": now,
+            "lastModified": now,
+        }
+        if not await self.store.insert_role(document):
+            existing = await self.store.get_role(role_id)
+            if (
+                existing
+                and existing["scopes"] == scopes
+                and existing.get("description") == body.description
+            ):
+                return await self._role_out(existing)  # an identical repeat succeeds
+            raise errors.RequestConflict(f"Role {role_id} already exists with different properties")
+        return await self._role_out(document)
+
+    async def update_role(self, call: Call) -> dict[str, Any]:
+        role_id, body = call.params["roleId"], call.body
+        existing = await self.store.get_role(role_id)
+        if existing is None:
+            raise errors.ResourceNotFound(f"Role {role_id} not found")
+        added = sorted(set(body.scopes) - set(existing["scopes"]))
+        call.authorize({"AllOf": ["auth:update-role:<roleId>", *added]}, roleId=role_id)
+        scopes = normalize_scopes(body.scopes)
+        await self._check_role(role_id, scopes)
+        doc = await self.store.update_role(
+            role_id, {"scopes": scopes, "description": body.description, "lastModified": utcnow()}
+        )
+        if doc is None:
+            raise errors.ResourceNotFound(f"Role {role_id} not found")
+        return await self._role_out(doc)
+
+    async def get_role(self, call: Call) -> dict[str, Any]:
+        doc = await self.store.get_role(call.params["roleId"])
+        if doc is None:
+            raise errors.ResourceNotFound(f"Role {call.params['roleId']} not found")
+        return await self._role_out(doc)
+
+    async def list_roles(self, call: Call) -> list[dict[str, Any]]:
+        return [await self._role_out(doc) for doc in await self.store.all_roles()]
+
+    async def delete_role(self, call: Call) -> None:
+        await self.store.delete_role(call.params["roleId"])
+
+    # --- scopes ----------------------------------------------------------------------------
+
+    async def current_scopes(self, call: Call) -> dict[str, Any]:
+        return {"scopes": list(call.principal.scopes)}
+
+    async def expand_scopes(self, call: Call) -> dict[str, Any]:
+        resolver: RoleResolver = await self.store.resolver()
+        return {"scopes": resolver.expand(call.body.scopes)}
+
+    def endpoints(self) -> list[Endpoint]:
+        client = {"clientId": CLIENT_ID}
+        role = {"roleId": ROLE_ID}
+        grant = {"for": "scope", "in": "scopes", "each": "<scope>"}
+        return [
+            Endpoint(
+                "createClient",
+                "PUT",
+                "/clients/<clientId>",
+                self.create_client,
+                scopes={"AllOf": ["auth:create-client:<clientId>", grant]},
+                input=ClientRequest,
+                params=client,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "updateClient",
+                "POST",
+                "/clients/<clientId>",
+                self.update_client,
+                input=ClientRequest,
+                params=client,
+            ),
+            Endpoint("client", "GET", "/clients/<clientId>", self.get_client, params=client),
+            Endpoint(
+                "listClients",
+                "GET",
+                "/clients/",
+                self.list_clients,
+                query=("prefix", "continuationToken", "limit"),
+            ),
+            Endpoint(
+                "deleteClient",
+                "DELETE",
+                "/clients/<clientId>",
+                self.delete_client,
+                scopes="auth:delete-client:<clientId>",
+                params=client,
+            ),
+            Endpoint(
+                "disableClient",
+                "POST",
+                "/clients/<clientId>/disable",
+                self.disable_client,
+                scopes="auth:disable-client:<clientId>",
+                params=client,
+            ),
+            Endpoint(
+                "enableClient",
+                "POST",
+                "/clients/<clientId>/enable",
+                self.enable_client,
+                scopes="auth:enable-client:<clientId>",
+                params=client,
+            ),
+            Endpoint(
+                "resetAccessToken",
+                "POST",
+                "/clients/<clientId>/reset",
+                self.reset_access_token,
+                scopes="auth:reset-access-token:<clientId>",
+                params=client,
+            ),
+            Endpoint(
+                "createRole",
+                "PUT",
+                "/roles/<roleId>",
+                self.create_role,
+                scopes={"AllOf": ["auth:create-role:<roleId>", grant]},
+                input=RoleRequest,
+                params=role,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "updateRole",
+                "POST",
+                "/roles/<roleId>",
+                self.update_role,
+                input=RoleRequest,
+                params=role,
+            ),
+            Endpoint("role", "GET", "/roles/<roleId>", self.get_role, params=role),
+            Endpoint("listRoles", "GET", "/roles/", self.list_roles),
+            Endpoint(
+                "deleteRole",
+                "DELETE",
+                "/roles/<roleId>",
+                self.delete_role,
+                scopes="auth:delete-role:<roleId>",
+                params=role,
+            ),
+            Endpoint("currentScopes", "GET", "/scopes/current", self.current_scopes),
+            Endpoint(
+                "expandScopes", "POST", "/scopes/expand", self.expand_scopes, input=ScopeSetBody
+            ),
+        ]

@@ -1,0 +1,307 @@
+"""Declared HTTP endpoints with upstream's conventions, shared by every API Flotilla serves.
+
+Each endpoint is declared once (client method name, route, scope template, input model)
+beside its handler. This module does the protocol's bookkeeping around it: URL-parameter
+and query checks, the JSON body rules, authentication and the scope check, the error body
+`{code, message, requestInfo}`, CORS and cache headers, 404 `{"error": "Not found"}`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pydantic
+from aiohttp import web
+
+from shared import errors
+from shared.models.errors import describe_validation_error
+from shared.timeutil import format_ts, utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+ScopeExpr = str | Mapping[str, Any]
+
+COMMON_HEADERS = {
+    "Cache-Control": "no-store no-cache must-revalidate",
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Cache-Control",
+    "Access-Control-Allow-Methods": "OPTIONS, GET, HEAD, POST, PUT, DELETE",
+    "Access-Control-Expose-Headers": "Location, x-taskcluster-artifact-storage-type",
+}
+
+_PLACEHOLDER = re.compile(r"<([A-Za-z][A-Za-z0-9]*)>")
+
+
+class Principal(Protocol):
+    """Who is calling: what an Authenticator hands back."""
+
+    client_id: str | None
+
+    def satisfies(self, expression: ScopeExpr) -> bool: ...
+
+    def missing(self, expression: ScopeExpr) -> ScopeExpr | None: ...
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, request: web.Request, body: bytes) -> Principal: ...
+
+
+class ScopeTemplates(Protocol):
+    """Fills `<param>` placeholders and `{for, in, each}` loops of a scope template."""
+
+    def __call__(self, template: ScopeExpr, params: Mapping[str, Any]) -> ScopeExpr: ...
+
+
+@dataclass
+class Call:
+    """Everything a handler needs, already parsed and authenticated."""
+
+    endpoint: Endpoint
+    request: web.Request
+    params: dict[str, str]
+    query: dict[str, str]
+    body: Any
+    raw_payload: Any
+    principal: Principal
+    fill_scopes: ScopeTemplates
+
+    def authorize(self, template: ScopeExpr | None = None, **params: Any) -> None:
+        """Check a scope template (the endpoint's by default) with these parameters."""
+        template = self.endpoint.scopes if template is None else template
+        if template is None:
+            return
+        expression = self.fill_scopes(template, {**self.params, **params})
+        if not self.principal.satisfies(expression):
+            missing = self.principal.missing(expression)
+            raise errors.InsufficientScopes(
+                "Client ID {} does not have sufficient scopes and is missing the following "
+                "scopes:\n\n```\n{}\n```\n\nThis request requires the client to satisfy "
+                "the following scope expression:\n\n```\n{}\n```".format(
+                    self.principal.client_id or "anonymous",
+                    json.dumps(missing, indent=2),
+                    json.dumps(expression, indent=2),
+                )
+            )
+
+
+Handler = Callable[[Call], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    name: str  # the client's method name, e.g. "createTask"
+    method: str
+    route: str  # upstream form: "/task/<taskId>/runs/<runId>"
+    handler: Handler
+    scopes: ScopeExpr | None = None
+    input: type[pydantic.BaseModel] | None = None
+    params: Mapping[str, str] = field(default_factory=dict)  # name -> regex it must match
+    query: Sequence[str] = ()
+    # True when the scope template uses only URL params, so it is checked before the
+    # handler runs (upstream's order: a 403 can precede a 404).
+    scopes_from_params: bool | None = None
+
+    def checks_scopes_early(self) -> bool:
+        if self.scopes_from_params is not None:
+            return self.scopes_from_params
+        if self.scopes is None:
+            return False
+        names = set(_PLACEHOLDER.findall(json.dumps(self.scopes)))
+        return names <= set(_route_params(self.route))
+
+
+def _route_params(route: str) -> list[str]:
+    return _PLACEHOLDER.findall(route)
+
+
+def _aiohttp_path(route: str) -> str:
+    # Parameters may hold '/' (taskQueueId, artifact names): the last parameter of a route
+    # absorbs the rest; a taskQueueId takes exactly one '/' or '%2F'.
+    def replace(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "taskQueueId":
+            return f"{{{name}:[^/]+(?:/|%2[Ff])[^/]+}}"
+        if name == "name" and route.endswith("<name>"):
+            return f"{{{name}:.+}}"
+        return f"{{{name}}}"
+
+    return _PLACEHOLDER.sub(replace, route)
+
+
+class Api:
+    """A set of endpoints under one prefix, e.g. `/api/queue/v1`."""
+
+    def __init__(
+        self,
+        prefix: str,
+        endpoints: Sequence[Endpoint],
+        *,
+        authenticator: Authenticator,
+        fill_scopes: ScopeTemplates,
+    ) -> None:
+        self.prefix = prefix.rstrip("/")
+        self.endpoints = list(endpoints)
+        self._authenticator = authenticator
+        self._fill_scopes = fill_scopes
+        names = [e.name for e in self.endpoints]
+        if len(names) != len(set(names)):
+            raise ValueError(f"duplicate endpoint names under {prefix}")
+
+    def register(self, app: web.Application) -> None:
+        # Route names are unique per application: `queue.ping`, `auth.ping`, ...
+        service = self.prefix.strip("/").split("/")[1] if self.prefix.count("/") >= 2 else "api"
+        for endpoint in self.endpoints:
+            path = self.prefix + _aiohttp_path(endpoint.route)
+            name = f"{service}.{endpoint.name}"
+            handler = self._wrap(endpoint)
+            app.router.add_route(endpoint.method, path, handler, name=name)
+            if path.endswith("/"):
+                # Clients call `/roles` for the route `/roles/`; upstream's router takes both.
+                app.router.add_route(endpoint.method, path.rstrip("/"), handler)
+
+    def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def run(request: web.Request) -> web.StreamResponse:
+            request["endpoint"] = endpoint
+            params = dict(request.match_info)
+            request["params"] = params
+            body = await _read_body(request)
+            principal = await self._authenticator.authenticate(request, body)
+            query = _check_query(request, endpoint)
+            for name, pattern in endpoint.params.items():
+                if name in params and not re.fullmatch(pattern, params[name]):
+                    raise errors.InvalidRequestArguments(
+                        f"Invalid request arguments: {name} {params[name]!r} must match {pattern}"
+                    )
+            raw_payload, parsed = _parse_input(request, endpoint, body)
+            request["payload"] = raw_payload
+            call = Call(
+                endpoint, request, params, query, parsed, raw_payload, principal, self._fill_scopes
+            )
+            if endpoint.checks_scopes_early():
+                call.authorize()
+            result = await endpoint.handler(call)
+            if isinstance(result, web.StreamResponse):
+                return result
+            if result is None:
+                return web.Response(status=204)
+            return json_response(result)
+
+        return run
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes") from exc
+
+
+def _check_query(request: web.Request, endpoint: Endpoint) -> dict[str, str]:
+    allowed = set(endpoint.query) | {"bewit"}
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        raise errors.InvalidRequestArguments(
+            f"Query-string parameters not allowed: {', '.join(unknown)}"
+        )
+    return {key: value for key, value in request.query.items() if key != "bewit"}
+
+
+def _parse_input(request: web.Request, endpoint: Endpoint, body: bytes) -> tuple[Any, Any]:
+    if endpoint.input is None:
+        return None, None
+    if request.content_type != "application/json":
+        raise errors.MalformedPayload("Payload must be JSON with content-type: application/json")
+    if not body.strip():
+        payload: Any = {}
+    else:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise errors.MalformedPayload(f"Failed to parse JSON payload: {exc}") from exc
+    if not isinstance(payload, dict | list):
+        raise errors.MalformedPayload("Payload must be a JSON object or array")
+    try:
+        return payload, endpoint.input.model_validate(payload)
+    except pydantic.ValidationError as exc:
+        raise errors.InputValidationError(
+            f"Schema Validation Failed!\nRejecting Schema: {endpoint.input.__name__}\n"
+            f"Errors:\n{describe_validation_error(exc)}"
+        ) from exc
+
+
+def error_body(request: web.Request, error: errors.ApiError) -> dict[str, Any]:
+    endpoint: Endpoint | None = request.get("endpoint")
+    now = format_ts(utcnow())
+    method = endpoint.name if endpoint else "unknown"
+    message = (
+        f"{error.message}\n\n---\n\n* method:     {method}\n* errorCode:  {error.code}\n"
+        f"* statusCode: {error.status}\n* time:       {now}"
+    )
+    return {
+        "code": error.code,
+        "message": message,
+        "requestInfo": {
+            "method": method,
+            "params": request.get("params", dict(request.match_info)),
+            "payload": request.get("payload", {}),
+            "time": now,
+        },
+    }
+
+
+@web.middleware
+async def protocol_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """The one error boundary, plus the headers every response carries."""
+    if request.method == "OPTIONS":
+        response: web.StreamResponse = web.Response(status=200)
+    else:
+        try:
+            response = await handler(request)
+        except errors.ApiError as exc:
+            headers = {"WWW-Authenticate": "hawk"} if exc.status == 401 else None
+            response = json_response(error_body(request, exc), exc.status, headers)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            response = json_response({"error": "Not found"}, 404)
+        except web.HTTPRequestEntityTooLarge:
+            error = errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+            response = json_response(error_body(request, error), 413)
+        except web.HTTPException:
+            raise
+        except Exception:
+            incident = str(uuid.uuid4())
+            log.exception("internal error", extra={"incidentId": incident})
+            error = errors.ApiError(f"Internal Server Error, incidentId {incident}.")
+            response = json_response(error_body(request, error), 500)
+    for name, value in COMMON_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def make_app(*apis: Api) -> web.Application:
+    """An aiohttp application serving these APIs behind the protocol middleware."""
+    app = web.Application(middlewares=[protocol_middleware], client_max_size=MAX_BODY_BYTES + 1)
+    for api in apis:
+        api.register(app)
+    return app

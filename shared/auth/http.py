@@ -1,0 +1,66 @@
+"""The edge between aiohttp and the pure auth code: gather what authentication needs from
+the request and the store, call the pure decision, and hand back a Principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiohttp import web
+
+from shared import errors
+from shared.auth import errors as auth_errors
+from shared.auth.authenticate import AuthResult, authenticate, client_ids_needed
+from shared.auth.hawk import HawkRequest, request_port, split_host_header
+from shared.auth.scopes import ScopeExpr, ScopeSet, missing, satisfies
+from shared.auth.store import AuthStore
+from shared.timeutil import utcnow
+
+
+@dataclass(frozen=True)
+class Principal:
+    client_id: str | None
+    scopes: tuple[str, ...]
+    expires: datetime | None
+    _held: ScopeSet
+
+    def satisfies(self, expression: ScopeExpr) -> bool:
+        return satisfies(self._held, expression)
+
+    def missing(self, expression: ScopeExpr) -> ScopeExpr | None:
+        return missing(self._held, expression)
+
+
+def hawk_request(request: web.Request, body: bytes) -> HawkRequest:
+    host_header = request.headers.get("Host", "")
+    host, _port = split_host_header(host_header)
+    return HawkRequest(
+        method=request.method,
+        resource=request.raw_path,
+        host=host,
+        port=request_port(
+            host_header,
+            request.headers.get("X-Forwarded-Port"),
+            request.headers.get("X-Forwarded-Proto"),
+            request.secure,
+        ),
+        authorization=request.headers.get("Authorization"),
+        content_type=request.headers.get("Content-Type"),
+        body=body,
+    )
+
+
+class HawkAuthenticator:
+    """Implements shared.api.Authenticator with the clients and roles of an AuthStore."""
+
+    def __init__(self, store: AuthStore) -> None:
+        self.store = store
+
+    async def authenticate(self, request: web.Request, body: bytes) -> Principal:
+        hawk = hawk_request(request, body)
+        try:
+            clients = await self.store.clients(client_ids_needed(hawk))
+            result: AuthResult = authenticate(hawk, clients, await self.store.resolver(), utcnow())
+        except auth_errors.AuthenticationFailed as exc:
+            raise errors.AuthenticationFailed(str(exc)) from exc
+        return Principal(result.client_id, result.scopes, result.expires, result.scope_set)
