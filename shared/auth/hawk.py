@@ -26,7 +26,10 @@ TIMESTAMP_SKEW_S = 15 * 60
 MAX_HEADER_LENGTH = 64 * 1024
 
 _SCHEME = re.compile(r"(\w+)(?:\s+(.*))?", re.ASCII | re.DOTALL)
-_ATTRIBUTE = re.compile(r'(\w+)="([^"\\]*)"\s*(?:,\s*|$)', re.ASCII)
+# An attribute is `key="value"` followed by a comma or the end. Values are found with
+# str.find rather than a regex: a certificate makes ext over a kilobyte long.
+_ATTRIBUTE_KEY = re.compile(r'(\w+)="', re.ASCII)
+_ATTRIBUTE_SEPARATOR = re.compile(r"\s*(?:,\s*|\Z)", re.ASCII)
 _ATTRIBUTE_VALUE = re.compile(r"[ \w!#$%&'()*+,\-./:;<=>?@\[\]^`{|}~]*", re.ASCII)
 _ATTRIBUTE_KEYS = frozenset({"id", "ts", "nonce", "hash", "ext", "mac", "app", "dlg"})
 _HAS_BEWIT = re.compile(r"/.*[?&]bewit=")
@@ -34,7 +37,6 @@ _HAS_BEWIT = re.compile(r"/.*[?&]bewit=")
 _BEWIT_PARTS = re.compile(r"(/.*)([?&])bewit=([^&$]*)(?:&(.+))?")
 _BEWIT_CHARS = re.compile(r"[A-Za-z0-9_-]*")
 _EXT_CHARS = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
-_TO_STANDARD_B64 = str.maketrans("-_", "+/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,16 @@ def parse_authorization_header(header: str) -> HawkHeader:
     attributes: dict[str, str] = {}
     position = 0
     while position < len(attributes_text):
-        attribute = _ATTRIBUTE.match(attributes_text, position)
-        if attribute is None or attribute.end() == position:
+        key_match = _ATTRIBUTE_KEY.match(attributes_text, position)
+        if key_match is None:
             raise AuthenticationFailed("Bad header format")
-        key, value = attribute.group(1), attribute.group(2)
+        value_end = attributes_text.find('"', key_match.end())
+        separator = _ATTRIBUTE_SEPARATOR.match(attributes_text, value_end + 1)
+        if value_end < 0 or separator is None:
+            raise AuthenticationFailed("Bad header format")
+        key, value = key_match.group(1), attributes_text[key_match.end() : value_end]
+        if "\\" in value:  # Node's value pattern is [^"\\]*: a backslash breaks the format
+            raise AuthenticationFailed("Bad header format")
         if key not in _ATTRIBUTE_KEYS:
             raise AuthenticationFailed(f"Unknown attribute: {key}")
         if _ATTRIBUTE_VALUE.fullmatch(value) is None:
@@ -102,7 +110,7 @@ def parse_authorization_header(header: str) -> HawkHeader:
         if key in attributes:
             raise AuthenticationFailed(f"Duplicate attribute: {key}")
         attributes[key] = value
-        position = attribute.end()
+        position = separator.end()
     if not all(attributes.get(k) for k in ("id", "ts", "nonce", "mac")):
         raise AuthenticationFailed("Missing attributes")
     return HawkHeader(**attributes)
@@ -201,7 +209,8 @@ def decode_ext(ext: str) -> dict[str, Any]:
     """ext is base64 JSON. Python sends url-safe, Node standard; padding is optional."""
     if _EXT_CHARS.fullmatch(ext) is None:
         raise AuthenticationFailed("Failed to parse ext")
-    text = ext.rstrip("=").translate(_TO_STANDARD_B64)
+    # str.replace is much faster than str.translate on kilobyte-long certificates.
+    text = ext.rstrip("=").replace("-", "+").replace("_", "/")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
         value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)

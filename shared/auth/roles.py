@@ -163,13 +163,14 @@ class RoleResolver:
         hit = self._sets.get(key)
         if hit is not None:
             return hit
+        if "*" in key:
+            # `*` covers every scope any role could grant: skip expanding all roles.
+            return _bounded_put(self._sets, key, ScopeSet(["*"]), self._cache_size)
         result: set[str] = set(key)
         for scope in key:
             if assume_target(scope) is not None:
                 result |= self._closure(scope)
-        expanded = ScopeSet(result)
-        _bounded_put(self._sets, key, expanded, self._cache_size)
-        return expanded
+        return _bounded_put(self._sets, key, ScopeSet(result), self._cache_size)
 
     def _closure(self, scope: str) -> frozenset[str]:
         """Everything `scope` leads to, breadth first, skipping already-covered scopes."""
@@ -205,9 +206,7 @@ class RoleResolver:
                     if assume_target(granted) is not None:
                         next_frontier.append(granted)
             frontier = next_frontier
-        closure = frozenset(result)
-        _bounded_put(self._closures, scope, closure, self._cache_size)
-        return closure
+        return _bounded_put(self._closures, scope, frozenset(result), self._cache_size)
 
 
 class _StarCover:
@@ -232,11 +231,13 @@ class _StarCover:
         return any(n <= limit and scope[:n] in self.prefixes for n in self.lengths)
 
 
-def _bounded_put(cache: dict[K, V], key: K, value: V, size: int) -> None:
+def _bounded_put(cache: dict[K, V], key: K, value: V, size: int) -> V:
     # Insertion-ordered dict as a FIFO cache: cheap, and a miss only costs a recompute.
-    if len(cache) >= size:
-        del cache[next(iter(cache))]
-    cache[key] = value
+    if size > 0:
+        if len(cache) >= size:
+            del cache[next(iter(cache))]
+        cache[key] = value
+    return value
 
 
 def validate_roles(roles: Mapping[str, Iterable[str]]) -> None:

@@ -118,8 +118,9 @@ def test_expansion_is_cached_and_idempotent(resolver: RoleResolver) -> None:
     assert resolver.expand(first.scopes) == first.scopes
 
 
-def test_tiny_cache_still_gives_right_answers() -> None:
-    resolver = RoleResolver(ROLES, cache_size=1)
+@pytest.mark.parametrize("cache_size", [0, 1])
+def test_tiny_or_no_cache_still_gives_right_answers(cache_size: int) -> None:
+    resolver = RoleResolver(ROLES, cache_size=cache_size)
     for _ in range(3):
         assert "dev-scope" in resolver.expand(["assume:group:admins"])
         assert "queue:ping" in resolver.expand(["assume:anonymous"])
@@ -224,25 +225,35 @@ def naive_grants(held: str, roles: dict[str, list[str]]) -> set[str]:
     return granted
 
 
+class TooBig(Exception):
+    """The naive fixed point grew too large to be worth finishing."""
+
+
 def naive_expand(
     scopes: list[str], roles: dict[str, list[str]], limit: int = 25
 ) -> list[str] | None:
-    current = set(scopes)
+    """Fixed point over normalised sets; None if it does not converge within `limit` rounds."""
+    current = normalize_scopes(scopes)
     for _ in range(limit):
         following = set(current)
         for held in current:
             following |= naive_grants(held, roles)
-        if normalize_scopes(following) == normalize_scopes(current):
-            return normalize_scopes(current)
-        current = following
-    return None  # did not converge
+        following_normal = normalize_scopes(following)
+        if following_normal == current:
+            return current
+        if len(following_normal) > 2000:
+            raise TooBig
+        current = following_normal
+    return None
 
 
 rarely = st.sampled_from([False, False, False, True])
-role_ids = st.builds(lambda s, star: s + ("*" if star else ""), st.text("ab", max_size=3), rarely)
+# Small pools make roles refer to each other often enough to build real chains.
+role_ids = st.sampled_from(["a", "b", "aa", "ab", "ba", "bb", "a*", "b*", "ab*", "ba*", "*"])
 assume_scopes = st.builds(
-    lambda s, star: "assume:" + s + ("*" if star else ""),
-    st.text("ab", min_size=1, max_size=3),
+    lambda base, suffix, star: "assume:" + base + suffix + ("*" if star else ""),
+    st.sampled_from(["a", "b", "aa", "ab", "ba", "bb"]),
+    st.text("ab", max_size=1),
     rarely,
 )
 parameterised = st.builds(
@@ -253,10 +264,10 @@ role_scopes = st.one_of(
     assume_scopes,
     parameterised,
     st.builds(lambda s: "x:" + s + "<..>", st.text("ab", max_size=2)),
-    st.text("ab:", max_size=3),
+    st.text("ab:", min_size=1, max_size=3),
     st.sampled_from(["a*", "assum*", "x:*", "assume:*"]),
 )
-role_sets = st.dictionaries(role_ids, st.lists(role_scopes, max_size=3), max_size=5)
+role_sets = st.dictionaries(role_ids, st.lists(role_scopes, min_size=1, max_size=3), max_size=5)
 inputs = st.lists(
     st.one_of(
         role_scopes, st.sampled_from(["*", "assume:*", "assume:a", "assume:ab", "assume:b*"])
@@ -269,14 +280,13 @@ def assuming_some_role(roles: dict[str, list[str]]) -> st.SearchStrategy[list[st
     """Inputs that mostly hit the generated roles (exactly, through a star, or by prefix)."""
     if not roles:
         return inputs
-    hits = st.builds(
-        lambda role_id, suffix, star: (
-            "assume:" + role_id.rstrip("*") + suffix + ("*" if star else "")
-        ),
-        st.sampled_from(sorted(roles)),
-        st.text("ab", max_size=2),
-        st.booleans(),
-    )
+
+    def hit(role_id: str, suffix: str, star: bool) -> str:
+        if role_id.endswith("*"):
+            role_id = role_id[:-1] + suffix
+        return "assume:" + role_id + ("*" if star else "")
+
+    hits = st.builds(hit, st.sampled_from(sorted(roles)), st.text("ab", max_size=2), rarely)
     return st.lists(st.one_of(hits, hits, role_scopes), min_size=1, max_size=3)
 
 
@@ -291,7 +301,11 @@ def test_expansion_agrees_with_naive_fixed_point(
     case: tuple[dict[str, list[str]], list[str]],
 ) -> None:
     roles, scopes = case
-    expected = naive_expand(scopes, roles)
+    try:
+        expected = naive_expand(scopes, roles)
+    except TooBig:
+        hypothesis_assume(False)
+        return
     try:
         validate_roles(roles)
         acyclic = True
