@@ -18,6 +18,9 @@ def main() -> None:
         port=settings.queue_port,
         print=None,
         shutdown_timeout=30,  # long-polling claimWork calls get to finish or time out
+        # A certificate carrying ~120 scopes makes an Authorization header past aiohttp's
+        # default 8190-byte field limit.
+        handler_args={"max_field_size": 65536},
     )
 
 
