@@ -20,13 +20,13 @@ import pydantic
 from aiohttp import web
 
 from shared import errors
+from shared.auth.scopes import ScopeExpr
 from shared.models.errors import describe_validation_error
 from shared.timeutil import format_ts, utcnow
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-ScopeExpr = str | Mapping[str, Any]
 
 COMMON_HEADERS = {
     "Cache-Control": "no-store no-cache must-revalidate",
@@ -43,6 +43,7 @@ class Principal(Protocol):
     """Who is calling: what an Authenticator hands back."""
 
     client_id: str | None
+    scopes: tuple[str, ...]  # expanded and normalised
 
     def satisfies(self, expression: ScopeExpr) -> bool: ...
 
@@ -167,6 +168,8 @@ class Api:
                 app.router.add_route(endpoint.method, path.rstrip("/"), handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        early = endpoint.checks_scopes_early()  # decided once, not per request
+
         async def run(request: web.Request) -> web.StreamResponse:
             request["endpoint"] = endpoint
             params = dict(request.match_info)
@@ -184,7 +187,7 @@ class Api:
             call = Call(
                 endpoint, request, params, query, parsed, raw_payload, principal, self._fill_scopes
             )
-            if endpoint.checks_scopes_early():
+            if early:
                 call.authorize()
             result = await endpoint.handler(call)
             if isinstance(result, web.StreamResponse):

@@ -161,17 +161,8 @@ class AuthApi:
             "lastRotated": now,
         }
         if not await self.store.insert_client(document):
-            existing = await self._existing_client(client_id)
-            same = (
-                existing.get("description") == body.description
-                and existing.get("scopes") == scopes
-                and existing["expires"] == body.expires
-            )
-            # Upstream answers a repeat with 409 too: the token is shown only once.
-            raise errors.RequestConflict(
-                f"Client {client_id} already exists"
-                + ("" if same else " with different properties")
-            )
+            # Upstream answers even an identical repeat with 409: the token is shown once.
+            raise errors.RequestConflict(f"Client {client_id} already exists")
         return await self._client_out(document, token)
 
     async def update_client(self, call: Call) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import hashlib
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -25,11 +25,7 @@ from shared.db import Database
 
 CLIENTS = "clients"
 ROLES = "roles"
-FAR_FUTURE = datetime(3000, 1, 1).astimezone()
-
-
-class StoreConflict(Exception):
-    """The client or role exists already with other properties."""
+FAR_FUTURE = datetime(3000, 1, 1, tzinfo=UTC)  # static clients never expire
 
 
 def fernet_for(secret_key: str) -> Fernet:
