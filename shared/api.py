@@ -21,7 +21,7 @@ from aiohttp import web
 
 from shared import errors
 from shared.auth.scopes import ScopeExpr
-from shared.models.errors import describe_validation_error
+from shared.models.errors import describe_validation_error, is_input_error
 from shared.timeutil import format_ts, utcnow
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def _aiohttp_path(route: str) -> str:
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
         if name == "taskQueueId":
-            return f"{{{name}:[^/]+(?:/|%2[Ff])[^/]+}}"
+            return f"{{{name}:[^/%]+(?:/|%2[Ff])[^/%]+}}"
         if name == "name" and route.endswith("<name>"):
             return f"{{{name}:.+}}"
         return f"{{{name}}}"
@@ -246,6 +246,8 @@ def _parse_input(request: web.Request, endpoint: Endpoint, body: bytes) -> tuple
     try:
         return payload, endpoint.input.model_validate(payload)
     except pydantic.ValidationError as exc:
+        if is_input_error(exc):  # a protocol rule on a well-formed body, e.g. queue identity
+            raise errors.InputError(describe_validation_error(exc)) from exc
         raise errors.InputValidationError(
             f"Schema Validation Failed!\nRejecting Schema: {endpoint.input.__name__}\n"
             f"Errors:\n{describe_validation_error(exc)}"

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     claim_timeout_s: int = Field(1200, ge=1, validation_alias=_env("CLAIM_TIMEOUT"))
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
     log_level: str = "INFO"
+    # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
+    # stored and before its events go out (the crash test proves the outbox relays them).
+    fault_injection: str = ""
 
 
 def load_settings(**overrides: object) -> Settings:

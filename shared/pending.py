@@ -82,3 +82,22 @@ async def count(db: Database, task_queue_id: str, *, now: datetime) -> int:
     return await db[COLLECTION].count_documents(
         {"taskQueueId": task_queue_id, "deadline": {"$gt": now}}
     )
+
+
+async def set_priority(db: Database, task_id: str, run_id: int, priority: int) -> None:
+    await db[COLLECTION].update_one(
+        {"taskId": task_id, "runId": run_id}, {"$set": {"priority": priority}}
+    )
+
+
+async def any_claimable(db: Database, task_queue_id: str, *, now: datetime) -> bool:
+    """Whether lease_next would find something (a cheap probe for the claim sweeper)."""
+    document = await db[COLLECTION].find_one(
+        {
+            "taskQueueId": task_queue_id,
+            "deadline": {"$gt": now},
+            "$or": [{"leasedUntil": None}, {"leasedUntil": {"$lte": now}}],
+        },
+        {"_id": 1},
+    )
+    return document is not None

@@ -94,3 +94,11 @@ def task_group_routing_key(*, task_group_id: str, scheduler_id: str) -> str:
 def cc_routes(routes: Iterable[str]) -> list[str]:
     """The CC keys for a task's routes: `route.<r>` (dots inside a route are allowed here)."""
     return [f"route.{route}" for route in routes]
+
+
+def task_queue_of_routing_key(routing_key: str) -> str | None:
+    """`<provisionerId>/<workerType>` from a task routing key (None if it is not one)."""
+    words = routing_key.split(".")
+    if len(words) < 10 or words[0] != "primary" or _EMPTY in (words[5], words[6]):
+        return None
+    return f"{words[5]}/{words[6]}"

@@ -20,7 +20,9 @@ def main() -> None:
         shutdown_timeout=30,  # long-polling claimWork calls get to finish or time out
         # A certificate carrying ~120 scopes makes an Authorization header past aiohttp's
         # default 8190-byte field limit.
-        handler_args={"max_field_size": 65536},
+        # (Passed straight through: aiohttp 3.14 forwards extra keywords to each request
+        # handler, while a `handler_args` dict would be silently dropped.)
+        max_field_size=65536,
     )
 
 

@@ -3,25 +3,45 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from services.queue import monitoring
 from services.queue.auth_api import AuthApi
+from services.queue.claims_api import ClaimsApi
+from services.queue.context import Issuer, QueueContext
+from services.queue.groups_api import GroupsApi
+from services.queue.tasks_api import TasksApi
+from services.queue.waiters import ClaimWaiters
+from services.queue.worker_records import WorkerRecords
+from services.queue.workers_api import WorkersApi
 from shared import db as dbmod
+from shared import pending
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
 from shared.auth.store import AuthStore, StaticClient
+from shared.broker import Binding, Broker
 from shared.config import Settings
+from shared.outbox import Outbox
+from shared.taskstore import TaskStore
+from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 MONGO = web.AppKey("mongo", dbmod.AsyncMongoClient)
 STORE = web.AppKey("auth_store", AuthStore)
 
+RELAY_INTERVAL_S = 2.0
+RELAY_GRACE_S = 5.0  # leave a live writer time to deliver its own effects
+
 
 def build_app(settings: Settings) -> web.Application:
-    # The store needs a database handle before the app starts serving, so the client is
+    # The stores need a database handle before the app starts serving, so the client is
     # created here (it connects lazily) and closed in the cleanup context.
     client = dbmod.connect(settings.mongo_url)
     database = client[settings.mongo_db]
@@ -33,9 +53,24 @@ def build_app(settings: Settings) -> web.Application:
         ],
     )
     authenticator = HawkAuthenticator(store)
+    outbox = Outbox(database, _LazyBroker())  # the broker connects in the cleanup context
+    tasks = TaskStore(database, outbox, fault=settings.fault_injection)
+    waiters = ClaimWaiters(lambda queue: pending.any_claimable(database, queue, now=utcnow()))
+    context = QueueContext(
+        db=database,
+        store=tasks,
+        waiters=waiters,
+        workers=WorkerRecords(database),
+        issuer=Issuer(settings.root_client_id, settings.root_access_token),
+        claim_timeout_s=settings.claim_timeout_s,
+    )
     queue_api = Api(
         "/api/queue/v1",
-        monitoring.endpoints(),
+        monitoring.endpoints()
+        + TasksApi(context).endpoints()
+        + GroupsApi(context).endpoints()
+        + ClaimsApi(context).endpoints()
+        + WorkersApi(context).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
@@ -54,5 +89,52 @@ def build_app(settings: Settings) -> web.Application:
         yield
         await client.close()
 
+    async def broker_context(app: web.Application) -> AsyncIterator[None]:
+        broker = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
+        outbox.broker = broker
+        # Each replica hears every task-pending event on its own auto-deleted queue.
+        wakeups = await broker.bind_queue(
+            "", [Binding("task-pending", "#")], durable=False, exclusive=True
+        )
+        await wakeups.consume(waiters.on_task_pending, no_ack=True)
+        background = [
+            _supervised(
+                "outbox relay",
+                lambda: outbox.run_relay(interval_s=RELAY_INTERVAL_S, grace_s=RELAY_GRACE_S),
+            ),
+            _supervised("claim sweeper", waiters.run_sweeper),
+        ]
+        yield
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await broker.close()
+
     app.cleanup_ctx.append(database_context)
+    app.cleanup_ctx.append(broker_context)
     return app
+
+
+def _supervised(name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    """A background loop that takes the process down if it dies, so the supervisor
+    restarts it rather than it serving without its safety nets."""
+
+    async def run() -> None:
+        try:
+            await loop()
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            log.critical("%s crashed; exiting", name, exc_info=True)
+            raise SystemExit(70) from None
+
+    return asyncio.create_task(run(), name=name)
+
+
+class _LazyBroker:
+    """Stands in until the broker context connects; using it earlier is a bug."""
+
+    async def publish(self, *args: object, **kwargs: object) -> None:
+        raise RuntimeError("broker used before the application started")

@@ -7,14 +7,12 @@ against Flotilla. Scopes as upstream: creating or widening a client or role need
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from shared import errors
+from shared import errors, paging
 from shared.api import Call, Endpoint
 from shared.auth.roles import RoleError, RoleResolver, check_no_cycle
 from shared.auth.scopes import is_valid_scope, normalize_scopes
@@ -25,7 +23,6 @@ from shared.timeutil import format_ts, utcnow
 
 CLIENT_ID = r"^[A-Za-z0-9!@/:.+|_-]+$"
 ROLE_ID = r"^[\x20-\x7e]+$"
-PAGE_LIMIT = 1000
 
 
 def _scopes(values: list[str]) -> list[str]:
@@ -67,27 +64,6 @@ class ScopeSetBody(BaseModel):
 
 def new_access_token() -> str:
     return slugid() + slugid()
-
-
-def _page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([last_id]).encode()).decode()
-
-
-def _after(token: str | None) -> str | None:
-    if not token:
-        return None
-    try:
-        (value,) = json.loads(base64.urlsafe_b64decode(token.encode()))
-    except (ValueError, TypeError) as exc:
-        raise errors.InputError("Invalid continuationToken") from exc
-    return str(value)
-
-
-def _limit(query: dict[str, str]) -> int:
-    text = query.get("limit", str(PAGE_LIMIT))
-    if not text.isdigit():
-        raise errors.InvalidRequestArguments("limit must match ^[0-9]+$")
-    return max(1, min(int(text), PAGE_LIMIT))
 
 
 class AuthApi:
@@ -189,14 +165,14 @@ class AuthApi:
         return await self._client_out(await self._existing_client(call.params["clientId"]))
 
     async def list_clients(self, call: Call) -> dict[str, Any]:
-        limit = _limit(call.query)
+        limit = paging.limit(call.query)
         docs = await self.store.list_clients(
-            call.query.get("prefix", ""), _after(call.query.get("continuationToken")), limit
+            call.query.get("prefix", ""), paging.decode_str(call.query), limit
         )
         page = docs[:limit]
         out: dict[str, Any] = {"clients": [await self._client_out(d) for d in page]}
         if len(docs) > limit:
-            out["continuationToken"] = _page_token(page[-1]["_id"])
+            out["continuationToken"] = paging.encode(page[-1]["_id"])
         return out
 
     async def delete_client(self, call: Call) -> None:

@@ -1,0 +1,292 @@
+"""The worker interface: claimWork (long poll), claimTask, reclaimTask and the reports.
+
+claimWork takes entries from the pending queue (shared.pending: priority, then first in,
+first out, one atomic lease per entry), turns each into a claim with a conditional
+update of the task, and otherwise waits to be woken by a task-pending event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.queue import credentials
+from services.queue.context import QueueContext
+from services.queue.tasks_api import RUN_PARAMS, status_body
+from shared import errors, pending, transitions
+from shared.api import Call, Endpoint
+from shared.models import TASK_QUEUE_ID_PATTERN, ExceptionReason, Identifier
+from shared.timeutil import format_ts, utcnow
+from shared.transitions import TaskRecord
+
+log = logging.getLogger(__name__)
+
+MAX_TASKS_PER_CLAIM = 32
+
+
+class ClaimWorkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workerGroup: Identifier
+    workerId: Identifier
+    tasks: Annotated[int, Field(strict=True, ge=1, le=MAX_TASKS_PER_CLAIM)] = 1
+
+
+class ClaimTaskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    workerGroup: Identifier
+    workerId: Identifier
+
+
+class ReportExceptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: ExceptionReason
+
+
+WORKER_SCOPE = "queue:worker-id:<workerGroup>/<workerId>"
+
+
+class ClaimsApi:
+    def __init__(self, context: QueueContext) -> None:
+        self.ctx = context
+        self.store = context.store
+
+    def endpoints(self) -> list[Endpoint]:
+        resolve_scope = "queue:resolve-task:<taskId>/<runId>"
+        return [
+            Endpoint(
+                "claimWork",
+                "POST",
+                "/claim-work/<taskQueueId>",
+                self.claim_work,
+                {"AllOf": ["queue:claim-work:<taskQueueId>", WORKER_SCOPE]},
+                input=ClaimWorkRequest,
+                params={"taskQueueId": TASK_QUEUE_ID_PATTERN},
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "claimTask",
+                "POST",
+                "/task/<taskId>/runs/<runId>/claim",
+                self.claim_task,
+                {"AllOf": ["queue:claim-task:<provisionerId>/<workerType>", WORKER_SCOPE]},
+                input=ClaimTaskRequest,
+                params=RUN_PARAMS,
+            ),
+            Endpoint(
+                "reclaimTask",
+                "POST",
+                "/task/<taskId>/runs/<runId>/reclaim",
+                self.reclaim_task,
+                "queue:reclaim-task:<taskId>/<runId>",
+                params=RUN_PARAMS,
+            ),
+            Endpoint(
+                "reportCompleted",
+                "POST",
+                "/task/<taskId>/runs/<runId>/completed",
+                self.report_completed,
+                resolve_scope,
+                params=RUN_PARAMS,
+            ),
+            Endpoint(
+                "reportFailed",
+                "POST",
+                "/task/<taskId>/runs/<runId>/failed",
+                self.report_failed,
+                resolve_scope,
+                params=RUN_PARAMS,
+            ),
+            Endpoint(
+                "reportException",
+                "POST",
+                "/task/<taskId>/runs/<runId>/exception",
+                self.report_exception,
+                resolve_scope,
+                input=ReportExceptionRequest,
+                params=RUN_PARAMS,
+            ),
+        ]
+
+    # --- claiming -------------------------------------------------------------------------
+
+    def _claim_body(self, record: TaskRecord, run_id: int, *, with_task: bool) -> dict[str, Any]:
+        run = record.runs[run_id]
+        assert run.takenUntil is not None and run.workerGroup and run.workerId
+        body: dict[str, Any] = {
+            **status_body(record),
+            "runId": run_id,
+            "workerGroup": run.workerGroup,
+            "workerId": run.workerId,
+            "takenUntil": format_ts(run.takenUntil),
+        }
+        if with_task:
+            body["task"] = record.definition.to_output()
+        body["credentials"] = credentials.for_claim(
+            issuer_id=self.ctx.issuer.client_id,
+            issuer_token=self.ctx.issuer.access_token,
+            task_id=record.task_id,
+            run_id=run_id,
+            worker_group=run.workerGroup,
+            worker_id=run.workerId,
+            taken_until=run.takenUntil,
+            task_scopes=list(record.definition.scopes),
+            now=utcnow(),
+        )
+        return body
+
+    async def _claim_run(
+        self, task_id: str, run_id: int, worker_group: str, worker_id: str
+    ) -> TaskRecord:
+        outcome = await self.store.mutate(
+            task_id,
+            lambda r: transitions.claim(
+                r,
+                run_id,
+                worker_group=worker_group,
+                worker_id=worker_id,
+                now=utcnow(),
+                claim_timeout_s=self.ctx.claim_timeout_s,
+            ),
+        )
+        return outcome.record
+
+    async def _claim_next(
+        self, task_queue_id: str, worker_group: str, worker_id: str
+    ) -> TaskRecord | None | bool:
+        """Claim the best pending entry: the claimed record, None if the queue is empty,
+        or False if the entry was stale (cancelled, already claimed, past deadline)."""
+        entry = await pending.lease_next(
+            self.ctx.db, task_queue_id, now=utcnow(), lease_s=self.ctx.pending_lease_s
+        )
+        if entry is None:
+            return None
+        try:
+            return await self._claim_run(entry.taskId, entry.runId, worker_group, worker_id)
+        except (errors.RequestConflict, errors.ResourceNotFound):
+            await pending.remove(self.ctx.db, entry.taskId, entry.runId)
+            return False
+        except BaseException:
+            await asyncio.shield(pending.release(self.ctx.db, entry.taskId, entry.runId))
+            raise
+
+    async def _claim_batch(
+        self, call: Call, task_queue_id: str, worker_group: str, worker_id: str, count: int
+    ) -> list[TaskRecord]:
+        claimed: list[TaskRecord] = []
+        while len(claimed) < count and not _client_gone(call):
+            result = await self._claim_next(task_queue_id, worker_group, worker_id)
+            if result is None:
+                break
+            if result is not False:
+                assert isinstance(result, TaskRecord)
+                claimed.append(result)
+        return claimed
+
+    async def claim_work(self, call: Call) -> dict[str, Any]:
+        task_queue_id = call.params["taskQueueId"]
+        body: ClaimWorkRequest = call.body
+        call.authorize(workerGroup=body.workerGroup, workerId=body.workerId)
+        workers = self.ctx.workers
+        worker = await workers.get_worker(task_queue_id, body.workerGroup, body.workerId)
+        now = utcnow()
+        await workers.touch_worker(
+            task_queue_id, body.workerGroup, body.workerId, now, existing=worker
+        )
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + self.ctx.claim_work_wait_s
+        quarantine = (worker or {}).get("quarantineUntil")
+        if quarantine is not None and quarantine > now:
+            # A quarantined worker is kept waiting the whole poll and gets nothing.
+            await asyncio.sleep(self.ctx.claim_work_wait_s)
+            return {"tasks": []}
+        claimed: list[TaskRecord] = []
+        while not claimed and not _client_gone(call):
+            claimed = await self._claim_batch(
+                call, task_queue_id, body.workerGroup, body.workerId, body.tasks
+            )
+            if claimed or not await self.ctx.waiters.wait(task_queue_id, give_up_at - loop.time()):
+                break
+        if claimed:
+            recent = [{"taskId": r.task_id, "runId": len(r.runs) - 1} for r in claimed]
+            await workers.touch_worker(
+                task_queue_id,
+                body.workerGroup,
+                body.workerId,
+                utcnow(),
+                existing=worker,
+                claimed=recent,
+            )
+        return {"tasks": [self._claim_body(r, len(r.runs) - 1, with_task=True) for r in claimed]}
+
+    async def claim_task(self, call: Call) -> dict[str, Any]:
+        task_id, run_id = call.params["taskId"], int(call.params["runId"])
+        body: ClaimTaskRequest = call.body
+        loaded = await self.store.require(task_id)
+        if loaded.record.run(run_id) is None:
+            raise errors.ResourceNotFound(f"Run {run_id} of task `{task_id}` not found")
+        task = loaded.record.definition
+        call.authorize(
+            provisionerId=task.provisionerId,
+            workerType=task.workerType,
+            workerGroup=body.workerGroup,
+            workerId=body.workerId,
+        )
+        record = await self._claim_run(task_id, run_id, body.workerGroup, body.workerId)
+        await self.ctx.workers.touch_worker(
+            task.taskQueueId,
+            body.workerGroup,
+            body.workerId,
+            utcnow(),
+            existing=await self.ctx.workers.get_worker(
+                task.taskQueueId, body.workerGroup, body.workerId
+            ),
+            claimed=[{"taskId": task_id, "runId": run_id}],
+        )
+        return self._claim_body(record, run_id, with_task=True)
+
+    async def reclaim_task(self, call: Call) -> dict[str, Any]:
+        task_id, run_id = call.params["taskId"], int(call.params["runId"])
+        loaded = await self.store.require(task_id)
+        if loaded.record.run(run_id) is None:
+            raise errors.ResourceNotFound(f"Run {run_id} of task `{task_id}` not found")
+        outcome = await self.store.mutate(
+            task_id,
+            lambda r: transitions.reclaim(
+                r, run_id, now=utcnow(), claim_timeout_s=self.ctx.claim_timeout_s
+            ),
+            loaded=loaded,
+        )
+        record = outcome.record
+        run = record.runs[run_id]
+        assert run.workerGroup is not None and run.workerId is not None
+        await self.ctx.workers.touch_worker(
+            record.definition.taskQueueId, run.workerGroup, run.workerId, utcnow(), existing={}
+        )
+        return self._claim_body(record, run_id, with_task=False)
+
+    # --- resolving ------------------------------------------------------------------------
+
+    async def _resolve(self, call: Call, resolution: str) -> dict[str, Any]:
+        task_id, run_id = call.params["taskId"], int(call.params["runId"])
+        outcome = await self.store.mutate(
+            task_id, lambda r: transitions.resolve(r, run_id, resolution, now=utcnow())
+        )
+        return status_body(outcome.record)
+
+    async def report_completed(self, call: Call) -> dict[str, Any]:
+        return await self._resolve(call, "completed")
+
+    async def report_failed(self, call: Call) -> dict[str, Any]:
+        return await self._resolve(call, "failed")
+
+    async def report_exception(self, call: Call) -> dict[str, Any]:
+        return await self._resolve(call, str(call.body.reason))
+
+
+def _client_gone(call: Call) -> bool:
+    """A worker that hung up must not be handed tasks it will never hear about."""
+    transport = call.request.transport
+    return transport is None or transport.is_closing()

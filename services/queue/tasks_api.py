@@ -1,0 +1,351 @@
+"""Task endpoints: create, read, schedule, rerun, cancel, reprioritise, list dependents.
+
+Each handler follows the same five steps: parse (the Api layer) → authorise → load →
+decide (shared.transitions) → store and reply (shared.taskstore).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.queue.context import QueueContext
+from shared import dependencies, errors, paging, taskgroups, transitions
+from shared.api import Call, Endpoint
+from shared.ids import SLUGID_PATTERN
+from shared.models import (
+    RUN_ID_URL_PATTERN,
+    Priority,
+    Slugid,
+    TaskDefinition,
+    TaskInputError,
+    check_dates,
+    check_dependency_limit,
+    priorities_at_or_above,
+    same_definition,
+)
+from shared.taskstore import Loaded
+from shared.timeutil import utcnow
+from shared.transitions import TaskRecord
+
+TASK_ID = {"taskId": SLUGID_PATTERN}
+RUN_PARAMS = {"taskId": SLUGID_PATTERN, "runId": RUN_ID_URL_PATTERN}
+
+CREATE_TASK_SCOPES = {
+    "AllOf": [
+        {"for": "scope", "in": "scopes", "each": "<scope>"},
+        {"for": "route", "in": "routes", "each": "queue:route:<route>"},
+        "queue:create-task:project:<projectId>",
+        "queue:scheduler-id:<schedulerId>",
+        {
+            "AnyOf": [
+                {
+                    "for": "priority",
+                    "in": "priorities",
+                    "each": "queue:create-task:<priority>:<provisionerId>/<workerType>",
+                }
+            ]
+        },
+    ]
+}
+
+
+def _scheduler_scopes(verb: str) -> dict[str, Any]:
+    """schedule/rerun/cancel: by scheduler and group, by project, or by assuming the
+    scheduler-id role."""
+    return {
+        "AnyOf": [
+            f"queue:{verb}:<schedulerId>/<taskGroupId>/<taskId>",
+            f"queue:{verb}-in-project:<projectId>",
+            {"AllOf": [f"queue:{verb}", "assume:scheduler-id:<schedulerId>/<taskGroupId>"]},
+        ]
+    }
+
+
+class TasksRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    taskIds: Annotated[list[Slugid], Field(max_length=1000)]
+
+
+class ChangePriorityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    newPriority: Priority
+
+
+def status_body(record: TaskRecord) -> dict[str, Any]:
+    return {"status": record.status.to_output()}
+
+
+def _task_params(record: TaskRecord) -> dict[str, Any]:
+    task = record.definition
+    return {
+        "taskId": record.task_id,
+        "schedulerId": task.schedulerId,
+        "taskGroupId": task.taskGroupId,
+        "projectId": task.projectId,
+        "taskQueueId": task.taskQueueId,
+    }
+
+
+class TasksApi:
+    def __init__(self, context: QueueContext) -> None:
+        self.ctx = context
+        self.store = context.store
+
+    def endpoints(self) -> list[Endpoint]:
+        page = paging.PAGE_QUERY
+        return [
+            Endpoint(
+                "task",
+                "GET",
+                "/task/<taskId>",
+                self.task,
+                "queue:get-task:<taskId>",
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "status",
+                "GET",
+                "/task/<taskId>/status",
+                self.status,
+                "queue:status:<taskId>",
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "tasks",
+                "POST",
+                "/tasks",
+                self.tasks,
+                {"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:get-task:<taskId>"}]},
+                input=TasksRequest,
+                query=page,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "statuses",
+                "POST",
+                "/tasks/status",
+                self.statuses,
+                {"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:status:<taskId>"}]},
+                input=TasksRequest,
+                query=page,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "createTask",
+                "PUT",
+                "/task/<taskId>",
+                self.create_task,
+                CREATE_TASK_SCOPES,
+                input=TaskDefinition,
+                params=TASK_ID,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "scheduleTask",
+                "POST",
+                "/task/<taskId>/schedule",
+                self.schedule_task,
+                _scheduler_scopes("schedule-task"),
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "rerunTask",
+                "POST",
+                "/task/<taskId>/rerun",
+                self.rerun_task,
+                _scheduler_scopes("rerun-task"),
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "cancelTask",
+                "POST",
+                "/task/<taskId>/cancel",
+                self.cancel_task,
+                _scheduler_scopes("cancel-task"),
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "changeTaskPriority",
+                "POST",
+                "/task/<taskId>/priority",
+                self.change_task_priority,
+                {
+                    "AnyOf": [
+                        "queue:change-task-priority:<taskId>",
+                        "queue:change-task-priority-in-queue:<taskQueueId>",
+                    ]
+                },
+                input=ChangePriorityRequest,
+                params=TASK_ID,
+            ),
+            Endpoint(
+                "listDependentTasks",
+                "GET",
+                "/task/<taskId>/dependents",
+                self.list_dependent_tasks,
+                "queue:list-dependent-tasks:<taskId>",
+                params=TASK_ID,
+                query=page,
+            ),
+        ]
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def task(self, call: Call) -> dict[str, Any]:
+        loaded = await self.store.require(call.params["taskId"])
+        return loaded.record.definition.to_output()
+
+    async def status(self, call: Call) -> dict[str, Any]:
+        loaded = await self.store.require(call.params["taskId"])
+        return status_body(loaded.record)
+
+    async def _batch(self, call: Call) -> tuple[list[TaskRecord], str | None]:
+        body: TasksRequest = call.body
+        call.authorize(taskIds=body.taskIds)
+        limit = paging.limit(call.query)
+        offset = paging.decode_offset(call.query)
+        ids = body.taskIds[offset : offset + limit]
+        found = await self.store.load_many(ids)
+        token = paging.encode(offset + limit) if offset + limit < len(body.taskIds) else None
+        return [found[i] for i in ids if i in found], token
+
+    async def tasks(self, call: Call) -> dict[str, Any]:
+        records, token = await self._batch(call)
+        out: dict[str, Any] = {
+            "tasks": [{"taskId": r.task_id, "task": r.definition.to_output()} for r in records]
+        }
+        if token:
+            out["continuationToken"] = token
+        return out
+
+    async def statuses(self, call: Call) -> dict[str, Any]:
+        records, token = await self._batch(call)
+        out: dict[str, Any] = {
+            "statuses": [{"taskId": r.task_id, "status": r.status.to_output()} for r in records]
+        }
+        if token:
+            out["continuationToken"] = token
+        return out
+
+    async def list_dependent_tasks(self, call: Call) -> dict[str, Any]:
+        task_id = call.params["taskId"]
+        await self.store.require(task_id)
+        limit = paging.limit(call.query)
+        ids = await dependencies.dependents_page(
+            self.ctx.db, task_id, paging.decode_str(call.query), limit + 1
+        )
+        page = ids[:limit]
+        found = await self.store.load_many(page)
+        out: dict[str, Any] = {
+            "taskId": task_id,
+            "tasks": [
+                {"task": found[i].definition.to_output(), "status": found[i].status.to_output()}
+                for i in page
+                if i in found
+            ],
+        }
+        if len(ids) > limit:
+            out["continuationToken"] = paging.encode(page[-1])
+        return out
+
+    # --- creating -------------------------------------------------------------------------
+
+    async def create_task(self, call: Call) -> dict[str, Any]:
+        task_id = call.params["taskId"]
+        task: TaskDefinition = call.body.with_task_group_id(task_id)
+        call.authorize(
+            scopes=list(task.scopes),
+            routes=list(task.routes),
+            priorities=list(priorities_at_or_above(task.priority)),
+            projectId=task.projectId,
+            schedulerId=task.schedulerId,
+            provisionerId=task.provisionerId,
+            workerType=task.workerType,
+        )
+        now = utcnow()
+        try:
+            check_dates(task, now)
+            check_dependency_limit(task)
+        except TaskInputError as exc:
+            raise errors.InputError(exc.message) from exc
+        assert task.taskGroupId is not None
+        await taskgroups.ensure_for_task(
+            self.ctx.db, task.taskGroupId, task.schedulerId, task.expires
+        )
+
+        record = TaskRecord.new(task_id, task)
+        if not task.dependencies:
+            # The common case in one write: the task, run 0 and its events together.
+            outcome = transitions.defined(record, schedule=True, now=now)
+            if await self.store.insert(outcome.record, outcome.effects) is not None:
+                return status_body(outcome.record)
+        elif await self.store.insert(record) is not None:
+            return status_body(await self._track_dependencies(record, created=True))
+        # The taskId is taken: the same definition repeated is a success, else 409.
+        existing = await self.store.require(task_id)
+        if not same_definition(existing.record.definition, task):
+            raise errors.RequestConflict(f"taskId `{task_id}` already used by another task")
+        if task.dependencies:
+            return status_body(await self._track_dependencies(existing.record, created=False))
+        outcome = await self.store.mutate(
+            task_id, lambda r: transitions.defined(r, schedule=True, now=utcnow()), loaded=existing
+        )
+        return status_body(outcome.record)
+
+    async def _track_dependencies(self, record: TaskRecord, *, created: bool) -> TaskRecord:
+        db, task = self.ctx.db, record.definition
+        await dependencies.write_edges(db, record)
+        found = await self.store.load_many(list(task.dependencies))
+        problems = dependencies.problems(task, found)
+        if problems:
+            if created:  # upstream inserts first and takes the task back on a bad dependency
+                await dependencies.delete_edges(db, record.task_id)
+                await self.store.delete(record.task_id)
+            raise errors.InputError("\n".join(problems))
+        satisfied = [d for d, r in found.items() if dependencies.satisfies(r, task.requires)]
+        await dependencies.mark_satisfied(db, record.task_id, satisfied)
+        ready = len(satisfied) == len(task.dependencies)
+        outcome = await self.store.mutate(
+            record.task_id, lambda r: transitions.defined(r, schedule=ready, now=utcnow())
+        )
+        return outcome.record
+
+    # --- changing -------------------------------------------------------------------------
+
+    async def _authorized(self, call: Call) -> Loaded:
+        loaded = await self.store.require(call.params["taskId"])
+        call.authorize(**_task_params(loaded.record))
+        return loaded
+
+    async def schedule_task(self, call: Call) -> dict[str, Any]:
+        loaded = await self._authorized(call)
+        outcome = await self.store.mutate(
+            loaded.record.task_id, lambda r: transitions.schedule(r, utcnow()), loaded=loaded
+        )
+        return status_body(outcome.record)
+
+    async def rerun_task(self, call: Call) -> dict[str, Any]:
+        loaded = await self._authorized(call)
+        outcome = await self.store.mutate(
+            loaded.record.task_id, lambda r: transitions.rerun(r, utcnow()), loaded=loaded
+        )
+        return status_body(outcome.record)
+
+    async def cancel_task(self, call: Call) -> dict[str, Any]:
+        loaded = await self._authorized(call)
+        outcome = await self.store.mutate(
+            loaded.record.task_id, lambda r: transitions.cancel(r, utcnow()), loaded=loaded
+        )
+        return status_body(outcome.record)
+
+    async def change_task_priority(self, call: Call) -> dict[str, Any]:
+        loaded = await self._authorized(call)
+        new_priority = call.body.newPriority
+        outcome = await self.store.mutate(
+            loaded.record.task_id,
+            lambda r: transitions.change_priority(r, new_priority, utcnow()),
+            loaded=loaded,
+        )
+        return status_body(outcome.record)

@@ -1,0 +1,107 @@
+"""Task-queue and worker records, created by worker activity (reference §3.2 "Where task
+queues and workers come from"): claimWork, claimTask, reclaimTask and declareWorker.
+
+Touching a record is throttled per key (upstream: once every 30 min), except what a
+person reads right away: a claim updates the worker's recent tasks at once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.db import Database
+
+TASK_QUEUES = "task_queues"
+WORKERS = "workers"
+RECENT_TASKS = 20
+WORKER_LIFETIME = timedelta(days=1)
+QUEUE_LIFETIME_WITHOUT_WORKER = timedelta(days=5)
+THROTTLE_S = 30 * 60
+
+
+def worker_key(task_queue_id: str, worker_group: str, worker_id: str) -> str:
+    return f"{task_queue_id}/{worker_group}/{worker_id}"
+
+
+class WorkerRecords:
+    def __init__(self, db: Database, *, throttle_s: float = THROTTLE_S) -> None:
+        self.db = db
+        self._throttle_s = throttle_s
+        self._touched: dict[str, float] = {}
+
+    def _due(self, key: str) -> bool:
+        last = self._touched.get(key)
+        now = time.monotonic()
+        if last is not None and now - last < self._throttle_s:
+            return False
+        self._touched[key] = now
+        return True
+
+    async def touch_queue(
+        self, task_queue_id: str, now: datetime, *, with_worker: bool = True, force: bool = False
+    ) -> None:
+        if not force and not self._due(f"queue:{task_queue_id}:{with_worker}"):
+            return
+        lifetime = WORKER_LIFETIME if with_worker else QUEUE_LIFETIME_WITHOUT_WORKER
+        provisioner_id, worker_type = task_queue_id.split("/", 1)
+        await self.db[TASK_QUEUES].update_one(
+            {"_id": task_queue_id},
+            {
+                "$set": {"lastDateActive": now},
+                "$max": {"expires": now + lifetime},
+                "$setOnInsert": {
+                    "provisionerId": provisioner_id,
+                    "workerType": worker_type,
+                    "description": "",
+                    "stability": "experimental",
+                },
+            },
+            upsert=True,
+        )
+
+    async def get_worker(
+        self, task_queue_id: str, worker_group: str, worker_id: str
+    ) -> dict[str, Any] | None:
+        return await self.db[WORKERS].find_one(
+            {"_id": worker_key(task_queue_id, worker_group, worker_id)}
+        )
+
+    async def touch_worker(
+        self,
+        task_queue_id: str,
+        worker_group: str,
+        worker_id: str,
+        now: datetime,
+        *,
+        existing: dict[str, Any] | None = None,
+        claimed: list[dict[str, Any]] | None = None,
+        expires: datetime | None = None,
+    ) -> None:
+        """Create or refresh the worker; `claimed` runs join its recent tasks."""
+        key = worker_key(task_queue_id, worker_group, worker_id)
+        if not claimed and expires is None and existing is not None and not self._due(key):
+            return
+        provisioner_id, worker_type = task_queue_id.split("/", 1)
+        to_set: dict[str, Any] = {"lastDateActive": now}
+        if claimed:
+            recent = [*(existing or {}).get("recentTasks", []), *claimed][-RECENT_TASKS:]
+            to_set["recentTasks"] = recent
+        update: dict[str, Any] = {
+            "$set": to_set,
+            "$setOnInsert": {
+                "taskQueueId": task_queue_id,
+                "provisionerId": provisioner_id,
+                "workerType": worker_type,
+                "workerGroup": worker_group,
+                "workerId": worker_id,
+                "firstClaim": now,
+            },
+        }
+        if expires is not None:
+            to_set["expires"] = expires
+        else:
+            update["$max"] = {"expires": now + WORKER_LIFETIME}
+        await self.db[WORKERS].update_one({"_id": key}, update, upsert=True)
+        await self.touch_queue(task_queue_id, now)

@@ -1,0 +1,495 @@
+"""Provisioners, worker types, task queues, queue counts and workers (reference §3.2).
+
+All of it comes from worker activity (services.queue.worker_records): a task queue
+exists once a worker has asked it for work; provisioners are the task queues grouped by
+their first half. Expired records are hidden.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo import ASCENDING
+
+from services.queue.context import QueueContext
+from services.queue.worker_records import TASK_QUEUES, WORKERS, worker_key
+from shared import errors, paging, pending
+from shared.api import Call, Endpoint
+from shared.models import (
+    PROVISIONER_ID_PATTERN,
+    TASK_QUEUE_ID_PATTERN,
+    URL_WORKER_TYPE_PATTERN,
+    TaskQueueId,
+    Timestamp,
+)
+from shared.taskstore import TASKS, from_document
+from shared.timeutil import format_ts, utcnow
+
+WORKER_ID_PATTERN = r"^([a-zA-Z0-9-_]{1,38})$"
+QUEUE_PARAMS = {"provisionerId": PROVISIONER_ID_PATTERN, "workerType": URL_WORKER_TYPE_PATTERN}
+WORKER_PARAMS = {**QUEUE_PARAMS, "workerGroup": WORKER_ID_PATTERN, "workerId": WORKER_ID_PATTERN}
+TQ_PARAM = {"taskQueueId": TASK_QUEUE_ID_PATTERN}
+DECLARE_SCOPE = (
+    "queue:declare-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>#<property>"
+)
+WORKER_PATH = (
+    "/provisioners/<provisionerId>/worker-types/<workerType>/workers/<workerGroup>/<workerId>"
+)
+
+
+class CountsBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    taskQueueIds: Annotated[list[TaskQueueId], Field(max_length=1000)]
+
+
+class QuarantineRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    quarantineUntil: Timestamp
+    quarantineInfo: Annotated[str, Field(max_length=4000)] = "[unspecified]"
+
+
+class DeclareWorkerRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires: Timestamp | None = None
+
+
+def _queue_out(document: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "taskQueueId": document["_id"],
+        "description": document.get("description", ""),
+        "stability": document.get("stability", "experimental"),
+        "expires": format_ts(document["expires"]),
+        "lastDateActive": format_ts(document["lastDateActive"]),
+    }
+
+
+def _worker_type_out(document: dict[str, Any]) -> dict[str, Any]:
+    provisioner_id, worker_type = document["_id"].split("/", 1)
+    return {"provisionerId": provisioner_id, "workerType": worker_type, **_queue_out(document)}
+
+
+def provisioners_of(queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Provisioners as upstream derives them from task queues: latest expiry and activity."""
+    merged: dict[str, dict[str, Any]] = {}
+    for queue in queues:
+        provisioner_id = queue["_id"].split("/", 1)[0]
+        seen = merged.setdefault(
+            provisioner_id,
+            {"expires": queue["expires"], "lastDateActive": queue["lastDateActive"]},
+        )
+        seen["expires"] = max(seen["expires"], queue["expires"])
+        seen["lastDateActive"] = max(seen["lastDateActive"], queue["lastDateActive"])
+    return [
+        {
+            "provisionerId": provisioner_id,
+            "description": "",
+            "stability": "experimental",
+            "expires": format_ts(values["expires"]),
+            "lastDateActive": format_ts(values["lastDateActive"]),
+        }
+        for provisioner_id, values in sorted(merged.items())
+    ]
+
+
+def _worker_out(document: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "provisionerId": document["provisionerId"],
+        "workerType": document["workerType"],
+        "taskQueueId": document["taskQueueId"],
+        "workerGroup": document["workerGroup"],
+        "workerId": document["workerId"],
+        "recentTasks": list(document.get("recentTasks", [])),
+        "expires": format_ts(document["expires"]),
+        "firstClaim": format_ts(document["firstClaim"]),
+        "lastDateActive": format_ts(document["lastDateActive"]),
+    }
+    if document.get("quarantineUntil") is not None:
+        out["quarantineUntil"] = format_ts(document["quarantineUntil"])
+    if document.get("quarantineDetails"):
+        out["quarantineDetails"] = [
+            {
+                **d,
+                "updatedAt": format_ts(d["updatedAt"]),
+                "quarantineUntil": format_ts(d["quarantineUntil"]),
+            }
+            for d in document["quarantineDetails"]
+        ]
+    return out
+
+
+def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "workerGroup": document["workerGroup"],
+        "workerId": document["workerId"],
+        "firstClaim": format_ts(document["firstClaim"]),
+    }
+    if document.get("lastDateActive") is not None:
+        out["lastDateActive"] = format_ts(document["lastDateActive"])
+    if document.get("recentTasks"):
+        out["latestTask"] = document["recentTasks"][-1]
+    quarantine = document.get("quarantineUntil")
+    if quarantine is not None and quarantine > now:
+        out["quarantineUntil"] = format_ts(quarantine)
+    return out
+
+
+def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
+    limit = paging.limit(query)
+    offset = paging.decode_offset(query)
+    out: dict[str, Any] = {key: items[offset : offset + limit]}
+    if offset + limit < len(items):
+        out["continuationToken"] = paging.encode(offset + limit)
+    return out
+
+
+class WorkersApi:
+    def __init__(self, context: QueueContext) -> None:
+        self.ctx = context
+        self.db = context.db
+
+    def endpoints(self) -> list[Endpoint]:
+        page = paging.PAGE_QUERY
+        wt_path = "/provisioners/<provisionerId>/worker-types/<workerType>"
+        counts_scopes = ["queue:pending-count:<taskQueueId>", "queue:claimed-count:<taskQueueId>"]
+        return [
+            Endpoint(
+                "listProvisioners",
+                "GET",
+                "/provisioners",
+                self.list_provisioners,
+                "queue:list-provisioners",
+                query=page,
+            ),
+            Endpoint(
+                "getProvisioner",
+                "GET",
+                "/provisioners/<provisionerId>",
+                self.get_provisioner,
+                "queue:get-provisioner:<provisionerId>",
+                params={"provisionerId": PROVISIONER_ID_PATTERN},
+            ),
+            Endpoint(
+                "listWorkerTypes",
+                "GET",
+                "/provisioners/<provisionerId>/worker-types",
+                self.list_worker_types,
+                "queue:list-worker-types:<provisionerId>",
+                params={"provisionerId": PROVISIONER_ID_PATTERN},
+                query=page,
+            ),
+            Endpoint(
+                "getWorkerType",
+                "GET",
+                wt_path,
+                self.get_worker_type,
+                "queue:get-worker-type:<provisionerId>/<workerType>",
+                params=QUEUE_PARAMS,
+            ),
+            Endpoint(
+                "listTaskQueues",
+                "GET",
+                "/task-queues",
+                self.list_task_queues,
+                "queue:list-task-queues",
+                query=page,
+            ),
+            Endpoint(
+                "getTaskQueue",
+                "GET",
+                "/task-queues/<taskQueueId>",
+                self.get_task_queue,
+                "queue:get-task-queue:<taskQueueId>",
+                params=TQ_PARAM,
+            ),
+            Endpoint(
+                "pendingTasks",
+                "GET",
+                "/pending/<taskQueueId>",
+                self.pending_tasks,
+                "queue:pending-count:<taskQueueId>",
+                params=TQ_PARAM,
+            ),
+            Endpoint(
+                "taskQueueCounts",
+                "GET",
+                "/task-queues/<taskQueueId>/counts",
+                self.task_queue_counts,
+                {"AllOf": counts_scopes},
+                params=TQ_PARAM,
+            ),
+            Endpoint(
+                "taskQueueCountsBatch",
+                "POST",
+                "/task-queues/counts",
+                self.task_queue_counts_batch,
+                {
+                    "AllOf": [
+                        {
+                            "for": "taskQueueId",
+                            "in": "taskQueueIds",
+                            "each": {"AllOf": counts_scopes},
+                        }
+                    ]
+                },
+                input=CountsBatchRequest,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "listPendingTasks",
+                "GET",
+                "/task-queues/<taskQueueId>/pending",
+                self.list_pending_tasks,
+                "queue:pending-list:<taskQueueId>",
+                params=TQ_PARAM,
+                query=page,
+            ),
+            Endpoint(
+                "listClaimedTasks",
+                "GET",
+                "/task-queues/<taskQueueId>/claimed",
+                self.list_claimed_tasks,
+                "queue:claimed-list:<taskQueueId>",
+                params=TQ_PARAM,
+                query=page,
+            ),
+            Endpoint(
+                "listWorkers",
+                "GET",
+                f"{wt_path}/workers",
+                self.list_workers,
+                "queue:list-workers:<provisionerId>/<workerType>",
+                params=QUEUE_PARAMS,
+                query=(*page, "quarantined"),
+            ),
+            Endpoint(
+                "getWorker",
+                "GET",
+                WORKER_PATH,
+                self.get_worker,
+                "queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "quarantineWorker",
+                "PUT",
+                WORKER_PATH,
+                self.quarantine_worker,
+                "queue:quarantine-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
+                input=QuarantineRequest,
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "declareWorker",
+                "PUT",
+                f"{wt_path}/<workerGroup>/<workerId>",
+                self.declare_worker,
+                {
+                    "AllOf": [
+                        {
+                            "for": "property",
+                            "in": "properties",
+                            "each": DECLARE_SCOPE,
+                        }
+                    ]
+                },
+                input=DeclareWorkerRequest,
+                params=WORKER_PARAMS,
+                scopes_from_params=False,
+            ),
+        ]
+
+    # --- task queues and provisioners -----------------------------------------------------
+
+    async def _queues(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        live = {"expires": {"$gt": utcnow()}, **(query or {})}
+        cursor = self.db[TASK_QUEUES].find(live).sort("_id", ASCENDING)
+        return [document async for document in cursor]
+
+    async def _queue(self, task_queue_id: str) -> dict[str, Any]:
+        document = await self.db[TASK_QUEUES].find_one({"_id": task_queue_id})
+        if document is None or document["expires"] <= utcnow():
+            raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
+        return document
+
+    async def list_provisioners(self, call: Call) -> dict[str, Any]:
+        return _page(provisioners_of(await self._queues()), call.query, "provisioners")
+
+    async def get_provisioner(self, call: Call) -> dict[str, Any]:
+        provisioner_id = call.params["provisionerId"]
+        found = provisioners_of(await self._queues({"provisionerId": provisioner_id}))
+        if not found:
+            raise errors.ResourceNotFound(f"Provisioner `{provisioner_id}` not found")
+        return found[0]
+
+    async def list_worker_types(self, call: Call) -> dict[str, Any]:
+        queues = await self._queues({"provisionerId": call.params["provisionerId"]})
+        return _page([_worker_type_out(q) for q in queues], call.query, "workerTypes")
+
+    async def get_worker_type(self, call: Call) -> dict[str, Any]:
+        task_queue_id = f"{call.params['provisionerId']}/{call.params['workerType']}"
+        return _worker_type_out(await self._queue(task_queue_id))
+
+    async def list_task_queues(self, call: Call) -> dict[str, Any]:
+        return _page([_queue_out(q) for q in await self._queues()], call.query, "taskQueues")
+
+    async def get_task_queue(self, call: Call) -> dict[str, Any]:
+        return _queue_out(await self._queue(call.params["taskQueueId"]))
+
+    # --- counts and lists -----------------------------------------------------------------
+
+    async def _counts(self, task_queue_id: str) -> dict[str, Any]:
+        pending_count = await pending.count(self.db, task_queue_id, now=utcnow())
+        claimed = await self.db[TASKS].count_documents(
+            {"taskQueueId": task_queue_id, "takenUntil": {"$exists": True}}
+        )
+        return {
+            "taskQueueId": task_queue_id,
+            "pendingTasks": pending_count,
+            "claimedTasks": claimed,
+        }
+
+    async def pending_tasks(self, call: Call) -> dict[str, Any]:
+        task_queue_id = call.params["taskQueueId"]
+        provisioner_id, worker_type = task_queue_id.split("/", 1)
+        count = await pending.count(self.db, task_queue_id, now=utcnow())
+        return {
+            "provisionerId": provisioner_id,
+            "workerType": worker_type,
+            "taskQueueId": task_queue_id,
+            "pendingTasks": count,
+        }
+
+    async def task_queue_counts(self, call: Call) -> dict[str, Any]:
+        return await self._counts(call.params["taskQueueId"])
+
+    async def task_queue_counts_batch(self, call: Call) -> dict[str, Any]:
+        ids = call.body.taskQueueIds
+        call.authorize(taskQueueIds=ids)
+        return {"taskQueueCounts": [await self._counts(task_queue_id) for task_queue_id in ids]}
+
+    async def list_pending_tasks(self, call: Call) -> dict[str, Any]:
+        task_queue_id = call.params["taskQueueId"]
+        limit = paging.limit(call.query)
+        offset = paging.decode_offset(call.query)
+        cursor = (
+            self.db[pending.COLLECTION]
+            .find({"taskQueueId": task_queue_id, "deadline": {"$gt": utcnow()}})
+            .sort([("insertedAt", ASCENDING), ("taskId", ASCENDING)])
+            .skip(offset)
+            .limit(limit + 1)
+        )
+        entries = [document async for document in cursor]
+        found = await self.ctx.store.load_many([e["taskId"] for e in entries[:limit]])
+        out: dict[str, Any] = {
+            "tasks": [
+                {
+                    "taskId": e["taskId"],
+                    "runId": e["runId"],
+                    "task": found[e["taskId"]].definition.to_output(),
+                    "inserted": format_ts(e["insertedAt"]),
+                }
+                for e in entries[:limit]
+                if e["taskId"] in found
+            ]
+        }
+        if len(entries) > limit:
+            out["continuationToken"] = paging.encode(offset + limit)
+        return out
+
+    async def list_claimed_tasks(self, call: Call) -> dict[str, Any]:
+        task_queue_id = call.params["taskQueueId"]
+        limit = paging.limit(call.query)
+        query: dict[str, Any] = {"taskQueueId": task_queue_id, "takenUntil": {"$exists": True}}
+        after = paging.decode_str(call.query)
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self.db[TASKS].find(query).sort("_id", ASCENDING).limit(limit + 1)
+        records = [from_document(document) async for document in cursor]
+        tasks = []
+        for record in records[:limit]:
+            run = record.runs[-1]
+            assert run.started is not None
+            tasks.append(
+                {
+                    "taskId": record.task_id,
+                    "runId": run.runId,
+                    "workerGroup": run.workerGroup,
+                    "workerId": run.workerId,
+                    "claimed": format_ts(run.started),
+                    "task": record.definition.to_output(),
+                }
+            )
+        out: dict[str, Any] = {"tasks": tasks}
+        if len(records) > limit:
+            out["continuationToken"] = paging.encode(records[limit - 1].task_id)
+        return out
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def list_workers(self, call: Call) -> dict[str, Any]:
+        task_queue_id = f"{call.params['provisionerId']}/{call.params['workerType']}"
+        now = utcnow()
+        quarantined = call.query.get("quarantined")
+        if quarantined not in (None, "true", "false"):
+            raise errors.InvalidRequestArguments("quarantined must be `true` or `false`")
+        cursor = self.db[WORKERS].find({"taskQueueId": task_queue_id}).sort("_id", ASCENDING)
+        workers = []
+        async for document in cursor:
+            is_quarantined = (document.get("quarantineUntil") or now) > now
+            if quarantined is not None and is_quarantined != (quarantined == "true"):
+                continue
+            if document["expires"] <= now and not is_quarantined:
+                continue
+            workers.append(_worker_summary(document, now))
+        return _page(workers, call.query, "workers")
+
+    async def _worker(self, call: Call) -> dict[str, Any]:
+        p = call.params
+        document = await self.ctx.workers.get_worker(
+            f"{p['provisionerId']}/{p['workerType']}", p["workerGroup"], p["workerId"]
+        )
+        if document is None:
+            raise errors.ResourceNotFound(
+                f"Worker {p['workerGroup']}/{p['workerId']} not found in "
+                f"{p['provisionerId']}/{p['workerType']}"
+            )
+        return document
+
+    async def get_worker(self, call: Call) -> dict[str, Any]:
+        return _worker_out(await self._worker(call), utcnow())
+
+    async def quarantine_worker(self, call: Call) -> dict[str, Any]:
+        document = await self._worker(call)
+        body: QuarantineRequest = call.body
+        history = [
+            *document.get("quarantineDetails", []),
+            {
+                "clientId": call.principal.client_id or "anonymous",
+                "updatedAt": utcnow(),
+                "quarantineUntil": body.quarantineUntil,
+                "quarantineInfo": body.quarantineInfo,
+            },
+        ]
+        await self.db[WORKERS].update_one(
+            {"_id": document["_id"]},
+            {"$set": {"quarantineUntil": body.quarantineUntil, "quarantineDetails": history}},
+        )
+        return _worker_out(await self._worker(call), utcnow())
+
+    async def declare_worker(self, call: Call) -> dict[str, Any]:
+        p = call.params
+        properties = sorted(call.raw_payload) if isinstance(call.raw_payload, dict) else []
+        call.authorize(properties=properties)
+        task_queue_id = f"{p['provisionerId']}/{p['workerType']}"
+        now = utcnow()
+        await self.ctx.workers.touch_worker(
+            task_queue_id, p["workerGroup"], p["workerId"], now, expires=call.body.expires or None
+        )
+        await self.ctx.workers.touch_queue(task_queue_id, now, force=True)
+        document = await self.db[WORKERS].find_one(
+            {"_id": worker_key(task_queue_id, p["workerGroup"], p["workerId"])}
+        )
+        assert document is not None
+        return _worker_out(document, now)

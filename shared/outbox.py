@@ -1,0 +1,148 @@
+"""Carrying out a task's effects: publish its events, keep the pending queue in step.
+
+Effects are stored in the task document's `outbox` by the same update that changes its
+state (see shared.taskstore), performed in the order they were decided, then cleared.
+A relay picks up any outbox left behind by a crash (or a broker outage) after a grace
+period, so every effect happens at least once: consumers tolerate duplicates, and every
+effect here is idempotent or harmless to repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from shared import pending
+from shared.broker import Broker, BrokerError
+from shared.db import Database
+from shared.events import Message
+from shared.timeutil import utcnow
+from shared.transitions import Dequeue, Effect, Enqueue
+
+log = logging.getLogger(__name__)
+
+RELAY_BATCH = 200
+
+
+def effect_document(effect: Effect) -> dict[str, Any]:
+    """The stored form of an effect. Message bodies are kept as JSON text: tags and routes
+    may hold keys MongoDB cannot store as field names."""
+    if isinstance(effect, Message):
+        return {
+            "kind": "publish",
+            "event": effect.event,
+            "routingKey": effect.routing_key,
+            "body": json.dumps(effect.body, separators=(",", ":")),
+            "cc": list(effect.cc),
+        }
+    if isinstance(effect, Enqueue):
+        return {
+            "kind": "enqueue",
+            "taskQueueId": effect.task_queue_id,
+            "priority": effect.priority,
+            "insertedAt": effect.inserted_at,
+            "taskId": effect.task_id,
+            "runId": effect.run_id,
+            "deadline": effect.deadline,
+        }
+    if isinstance(effect, Dequeue):
+        return {"kind": "dequeue", "taskId": effect.task_id, "runId": effect.run_id}
+    return {
+        "kind": "reprioritize",
+        "taskId": effect.task_id,
+        "runId": effect.run_id,
+        "priority": effect.priority,
+    }
+
+
+class Outbox:
+    def __init__(self, db: Database, broker: Broker, *, tasks_collection: str = "tasks") -> None:
+        self.db = db
+        self.broker = broker
+        self._tasks = db[tasks_collection]
+
+    async def perform(self, documents: list[dict[str, Any]]) -> None:
+        """Carry out effects in order; raises (BrokerError, pymongo errors) on failure."""
+        for document in documents:
+            await self._apply(document)
+
+    async def _apply(self, document: Mapping[str, Any]) -> None:
+        kind = document["kind"]
+        if kind == "publish":
+            await self.broker.publish(
+                document["event"],
+                document["routingKey"],
+                json.loads(document["body"]),
+                document.get("cc", ()),
+            )
+        elif kind == "enqueue":
+            await pending.enqueue(
+                self.db,
+                pending.PendingEntry(
+                    taskQueueId=document["taskQueueId"],
+                    priority=document["priority"],
+                    insertedAt=document["insertedAt"],
+                    taskId=document["taskId"],
+                    runId=document["runId"],
+                    deadline=document["deadline"],
+                ),
+            )
+        elif kind == "dequeue":
+            await pending.remove(self.db, document["taskId"], document["runId"])
+        elif kind == "reprioritize":
+            await pending.set_priority(
+                self.db, document["taskId"], document["runId"], document["priority"]
+            )
+        else:  # pragma: no cover - only this module writes effects
+            log.error("unknown outbox effect %r", kind)
+
+    async def deliver(self, task_id: str, version: int, outbox: Mapping[str, Any]) -> bool:
+        """Perform a task's outbox entries in key order and clear them. Returns False (and
+        leaves them for the relay) if one could not be carried out."""
+        keys = sorted(outbox)
+        try:
+            await self.perform([outbox[key] for key in keys])
+        except (BrokerError, OSError) as exc:
+            log.warning("effects left for the relay: %s", exc, extra={"taskId": task_id})
+            return False
+        unset = {f"outbox.{key}": "" for key in keys}
+        # Only the writer of the newest version may drop the due mark: a newer write may
+        # have added entries of its own, which then stay due until their writer (or the
+        # relay) delivers them.
+        result = await self._tasks.update_one(
+            {"_id": task_id, "version": version}, {"$unset": {**unset, "outboxDue": ""}}
+        )
+        if result.matched_count == 0 and unset:
+            await self._tasks.update_one({"_id": task_id}, {"$unset": unset})
+        return True
+
+    async def relay_once(self, *, grace_s: float) -> int:
+        """Deliver every outbox due for longer than the grace period. Returns how many."""
+        due = utcnow() - timedelta(seconds=grace_s)
+        cursor = self._tasks.find(
+            {"outboxDue": {"$lte": due}}, {"outbox": 1, "version": 1}, limit=RELAY_BATCH
+        )
+        delivered = 0
+        async for document in cursor:
+            if await self.deliver(
+                document["_id"], document["version"], document.get("outbox") or {}
+            ):
+                delivered += 1
+        return delivered
+
+    async def run_relay(self, *, interval_s: float, grace_s: float) -> None:
+        """The safety net, forever: effects a crash or an outage left behind go out."""
+        while True:
+            try:
+                count = await self.relay_once(grace_s=grace_s)
+                if count:
+                    log.info("relayed %d outboxes left behind", count)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+            await asyncio.sleep(interval_s)
