@@ -18,7 +18,7 @@ MAX_LIMIT = 1000
 
 def limit(query: Mapping[str, str], default: int = MAX_LIMIT) -> int:
     text = query.get("limit", str(default))
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # ^[0-9]+$: no other Unicode digits
         raise errors.InvalidRequestArguments("limit must match ^[0-9]+$")
     return max(1, min(int(text), MAX_LIMIT))
 

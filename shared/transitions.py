@@ -326,7 +326,17 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
         resolution, RunState.EXCEPTION
     )
     if run.state == state and run.reasonResolved == resolution:
-        return _unchanged(record, _resolution_events(record, run))
+        repeat = _resolution_events(record, run)
+        retry_run = record.run(run_id + 1)
+        if (
+            retry_run is not None
+            and retry_run is record.last_run
+            and retry_run.state == RunState.PENDING
+            and retry_run.reasonCreated in (ReasonCreated.RETRY, ReasonCreated.TASK_RETRY)
+        ):
+            # The report added this retry run: a repeat re-announces it too (§4, upstream).
+            repeat += _made_pending(record, retry_run)
+        return _unchanged(record, repeat)
     if run.state != RunState.RUNNING:
         raise errors.RequestConflict(
             f"Run {run_id} of task {record.task_id} is {run.state}"

@@ -131,10 +131,28 @@ def queue_service(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningService]:
     """`python -m services.queue` as a real process on a free port, with its own database."""
-    port = _free_port()
-    token = secrets.token_urlsafe(33)[:44]
     database = f"test_queue_{uuid.uuid4().hex[:10]}"
-    log_path = tmp_path_factory.mktemp("queue") / "queue.log"
+    service, process = launch_queue(tmp_path_factory.mktemp("queue"), database=database)
+    try:
+        yield service
+    finally:
+        stop_process(process)
+        _drop_database(settings.mongo_url, database)
+
+
+def launch_queue(
+    directory: Path,
+    *,
+    database: str,
+    port: int | None = None,
+    token: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> tuple[RunningService, subprocess.Popen[bytes]]:
+    """Start a queue process (a test may run several, or restart one on the same port)."""
+    port = port or _free_port()
+    token = token or secrets.token_urlsafe(33)[:44]
+    log_path = directory / f"queue-{port}-{uuid.uuid4().hex[:6]}.log"
     env = {
         **os.environ,
         "FLOTILLA_QUEUE_PORT": str(port),
@@ -142,6 +160,7 @@ def queue_service(
         "FLOTILLA_ROOT_ACCESS_TOKEN": token,
         "FLOTILLA_MONGO_DB": database,
         "FLOTILLA_CLAIM_TIMEOUT": os.environ.get("FLOTILLA_CLAIM_TIMEOUT", "1200"),
+        **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -152,18 +171,24 @@ def queue_service(
             cwd=Path(__file__).resolve().parent.parent,
         )
     service = RunningService(
-        f"http://127.0.0.1:{port}", settings.root_client_id, token, database, log_path
+        f"http://127.0.0.1:{port}", load_settings().root_client_id, token, database, log_path
     )
-    try:
-        _wait_for_ping(service, process)
-        yield service
-    finally:
-        process.terminate()
+    if wait:
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _drop_database(settings.mongo_url, database)
+            _wait_for_ping(service, process)
+        except BaseException:
+            stop_process(process)
+            raise
+    return service, process
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_for_ping(service: RunningService, process: subprocess.Popen[bytes]) -> None:

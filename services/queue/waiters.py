@@ -57,8 +57,10 @@ class ClaimWaiters:
         finally:
             if future in line:
                 line.remove(future)
-            if not line:
-                self._waiting.pop(task_queue_id, None)
+            # Only drop our own line: once notify emptied it and an earlier waiter dropped
+            # it, a newer waiter may have started a fresh line that must stay reachable.
+            if not line and self._waiting.get(task_queue_id) is line:
+                del self._waiting[task_queue_id]
 
     async def on_task_pending(self, message: AbstractIncomingMessage) -> None:
         task_queue_id = task_queue_of_routing_key(message.routing_key or "")

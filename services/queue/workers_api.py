@@ -135,6 +135,12 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     return out
 
 
+def _claimed_query(task_queue_id: str) -> dict[str, Any]:
+    # A task is claimed while its last run is running, i.e. while `takenUntil` is set. A
+    # new task's document stores `takenUntil: null`, which `$exists` would also match.
+    return {"taskQueueId": task_queue_id, "takenUntil": {"$ne": None}}
+
+
 def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
     limit = paging.limit(query)
     offset = paging.decode_offset(query)
@@ -341,9 +347,7 @@ class WorkersApi:
 
     async def _counts(self, task_queue_id: str) -> dict[str, Any]:
         pending_count = await pending.count(self.db, task_queue_id, now=utcnow())
-        claimed = await self.db[TASKS].count_documents(
-            {"taskQueueId": task_queue_id, "takenUntil": {"$exists": True}}
-        )
+        claimed = await self.db[TASKS].count_documents(_claimed_query(task_queue_id))
         return {
             "taskQueueId": task_queue_id,
             "pendingTasks": pending_count,
@@ -401,7 +405,7 @@ class WorkersApi:
     async def list_claimed_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
-        query: dict[str, Any] = {"taskQueueId": task_queue_id, "takenUntil": {"$exists": True}}
+        query = _claimed_query(task_queue_id)
         after = paging.decode_str(call.query)
         if after is not None:
             query["_id"] = {"$gt": after}

@@ -1,0 +1,242 @@
+"""The worker interface through the official clients against the running queue: claim
+order, long polls woken by new tasks, task credentials, reclaims, reports and retries."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import random
+import time
+
+import pytest
+import taskcluster
+import taskcluster.aio
+from taskcluster.exceptions import TaskclusterRestFailure
+
+from tests.conftest import RunningService
+from tests.integration.queue_support import (
+    claim_one,
+    new_task_queue_id,
+    root_queue,
+    task_definition,
+    worker_queue,
+)
+
+PRIORITIES = ["highest", "very-high", "high", "medium", "low", "very-low", "lowest"]
+
+
+@pytest.fixture
+def queue(queue_service: RunningService) -> taskcluster.Queue:
+    return root_queue(queue_service)
+
+
+def test_claims_follow_priority_then_first_in_first_out(queue: taskcluster.Queue) -> None:
+    tq = new_task_queue_id()
+    created = []
+    order = [p for p in PRIORITIES for _ in range(3)]
+    random.Random(7).shuffle(order)
+    for priority in order:
+        task_id = taskcluster.slugId()
+        queue.createTask(task_id, task_definition(tq, priority=priority))
+        created.append((priority, task_id))
+    expected = [t for p in PRIORITIES for (q, t) in created if q == p]
+    claimed = []
+    while len(claimed) < len(expected):
+        batch = queue.claimWork(tq, {"workerGroup": "wg", "workerId": "w", "tasks": 4})["tasks"]
+        assert batch
+        claimed += [c["status"]["taskId"] for c in batch]
+    assert claimed == expected
+
+
+def test_claim_carries_the_task_and_run_scoped_credentials(
+    queue: taskcluster.Queue, queue_service: RunningService
+) -> None:
+    tq = new_task_queue_id()
+    task_id, other = taskcluster.slugId(), taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq, scopes=["secrets:get:x"], tags={"k": "v"}))
+    queue.createTask(other, task_definition(tq))
+    before = datetime.datetime.now(datetime.UTC)
+    claim = claim_one(queue, tq, worker_id="w-cred")
+    assert set(claim) == {
+        "status",
+        "runId",
+        "workerGroup",
+        "workerId",
+        "takenUntil",
+        "task",
+        "credentials",
+    }
+    assert claim["task"]["tags"] == {"k": "v"}
+    assert claim["status"]["state"] == "running"
+    run = claim["status"]["runs"][0]
+    assert (run["workerGroup"], run["workerId"]) == ("wg", "w-cred")
+    taken_until = datetime.datetime.fromisoformat(claim["takenUntil"])
+    assert (
+        datetime.timedelta(seconds=1190) < taken_until - before < datetime.timedelta(seconds=1210)
+    )
+    client_id = claim["credentials"]["clientId"]
+    assert client_id.startswith(f"task-client/{task_id}/0/on/wg/w-cred/until/")
+    worker = worker_queue(queue_service, claim)
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        worker.reportCompleted(other, "0")  # only this run's scopes
+    assert excinfo.value.status_code == 403
+    reclaimed = worker.reclaimTask(task_id, "0")
+    assert set(reclaimed) == {
+        "status",
+        "runId",
+        "workerGroup",
+        "workerId",
+        "takenUntil",
+        "credentials",
+    }
+    assert reclaimed["takenUntil"] >= claim["takenUntil"]
+    assert reclaimed["credentials"]["accessToken"] != claim["credentials"]["accessToken"]
+    fresh = worker_queue(queue_service, reclaimed)
+    assert fresh.reportCompleted(task_id, "0")["status"]["state"] == "completed"
+
+
+def test_claim_task_by_the_same_worker_repeats_and_others_conflict(
+    queue: taskcluster.Queue,
+) -> None:
+    tq = new_task_queue_id()
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq))
+    first = queue.claimTask(task_id, "0", {"workerGroup": "wg", "workerId": "a"})
+    again = queue.claimTask(task_id, "0", {"workerGroup": "wg", "workerId": "a"})
+    assert first["takenUntil"] == again["takenUntil"]
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        queue.claimTask(task_id, "0", {"workerGroup": "wg", "workerId": "b"})
+    assert excinfo.value.status_code == 409
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        queue.claimTask(task_id, "1", {"workerGroup": "wg", "workerId": "a"})
+    assert excinfo.value.status_code == 404
+    # claimed through claimTask, so claimWork finds nothing left in the queue
+    assert queue.pendingTasks(tq)["pendingTasks"] == 0
+
+
+@pytest.mark.parametrize(
+    ("reason", "retried_as"),
+    [
+        ("worker-shutdown", "retry"),
+        ("intermittent-task", "task-retry"),
+        ("malformed-payload", None),
+        ("resource-unavailable", None),
+        ("internal-error", None),
+    ],
+)
+def test_report_exception_retries_only_retryable_reasons(
+    queue: taskcluster.Queue, queue_service: RunningService, reason: str, retried_as: str | None
+) -> None:
+    tq = new_task_queue_id()
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq, retries=1))
+    worker = worker_queue(queue_service, claim_one(queue, tq))
+    status = worker.reportException(task_id, "0", {"reason": reason})["status"]
+    assert status["runs"][0]["reasonResolved"] == reason
+    if retried_as:
+        assert [r["state"] for r in status["runs"]] == ["exception", "pending"]
+        assert status["runs"][1]["reasonCreated"] == retried_as
+        assert status["retriesLeft"] == 0
+        # the retry joins the queue; its failure with no retries left resolves the task
+        retry_worker = worker_queue(queue_service, claim_one(queue, tq))
+        final = retry_worker.reportException(task_id, "1", {"reason": reason})["status"]
+        assert [r["state"] for r in final["runs"]] == ["exception", "exception"]
+    else:
+        assert status["state"] == "exception" and len(status["runs"]) == 1
+        assert status["retriesLeft"] == 1
+    # same reason again: success; another outcome: conflict
+    assert worker.reportException(task_id, "0", {"reason": reason})
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        worker.reportFailed(task_id, "0")
+    assert excinfo.value.status_code == 409
+
+
+def test_reports_are_idempotent_and_refuse_unclaimed_runs(
+    queue: taskcluster.Queue, queue_service: RunningService
+) -> None:
+    tq = new_task_queue_id()
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq))
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        queue.reportCompleted(task_id, "0")  # still pending
+    assert excinfo.value.status_code == 409
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        queue.reportCompleted(task_id, "3")
+    assert excinfo.value.status_code == 404
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        queue.reportException(task_id, "0", {"reason": "superseded"})
+    assert excinfo.value.body["code"] == "InputValidationError"
+    worker = worker_queue(queue_service, claim_one(queue, tq))
+    failed = worker.reportFailed(task_id, "0")["status"]
+    assert failed["state"] == "failed"
+    assert worker.reportFailed(task_id, "0")["status"] == failed
+    with pytest.raises(TaskclusterRestFailure) as excinfo:
+        worker.reportCompleted(task_id, "0")
+    assert excinfo.value.status_code == 409
+
+
+async def test_waiting_claim_work_wakes_when_a_task_arrives(
+    queue_service: RunningService,
+) -> None:
+    tq = new_task_queue_id()
+    options = queue_service.client_options()
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(options, session=session)
+        waiting = asyncio.create_task(
+            queue.claimWork(tq, {"workerGroup": "wg", "workerId": "waiter", "tasks": 1})
+        )
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        task_id = taskcluster.slugId()
+        created_at = time.monotonic()
+        await queue.createTask(task_id, task_definition(tq))
+        claims = (await asyncio.wait_for(waiting, 5))["tasks"]
+        woke_after = time.monotonic() - created_at
+    assert [c["status"]["taskId"] for c in claims] == [task_id]
+    # Woken by the task-pending event, well before the 2 s safety-net sweep.
+    assert woke_after < 1.5
+
+
+async def test_one_task_among_many_waiters_goes_to_exactly_one(
+    queue_service: RunningService,
+) -> None:
+    tq = new_task_queue_id()
+    options = queue_service.client_options()
+    waiters = 30
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(options, session=session)
+        calls = [
+            asyncio.create_task(
+                queue.claimWork(tq, {"workerGroup": "wg", "workerId": f"w{i}", "tasks": 1})
+            )
+            for i in range(waiters)
+        ]
+        await asyncio.sleep(1.0)
+        first = taskcluster.slugId()
+        await queue.createTask(first, task_definition(tq))
+        done, _ = await asyncio.wait(calls, timeout=3, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.sleep(0.5)
+        finished = [c for c in calls if c.done()]
+        assert len(finished) == 1
+        assert [c["status"]["taskId"] for c in finished[0].result()["tasks"]] == [first]
+        # Everyone else is still waiting; more tasks release them one each.
+        rest = [taskcluster.slugId() for _ in range(waiters - 1)]
+        for task_id in rest:
+            await queue.createTask(task_id, task_definition(tq))
+        results = await asyncio.wait_for(asyncio.gather(*calls), 15)
+    claimed = [c["status"]["taskId"] for r in results for c in r["tasks"]]
+    assert sorted(claimed) == sorted([first, *rest])
+
+
+async def test_claim_work_returns_empty_after_the_long_poll(
+    queue_service: RunningService,
+) -> None:
+    # The 20 s poll is upstream's; this one test waits it out.
+    tq = new_task_queue_id()
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(queue_service.client_options(), session=session)
+        started = time.monotonic()
+        result = await queue.claimWork(tq, {"workerGroup": "wg", "workerId": "idle"})
+        elapsed = time.monotonic() - started
+    assert result == {"tasks": []}
+    assert 19 < elapsed < 25
