@@ -16,6 +16,9 @@ server stopped supporting something the code depends on. FerretDB 1.24 does not 
   * partialFilterExpression, expireAfterSeconds, collation, let; `sparse` is accepted but not
     reported back; a duplicate key caused by an *update* is InternalError (code 1), not 11000.
   * bulk results: `upserted[].index` counts upserts, not batch positions (wrong upserted_ids keys).
+  * query planning: FerretDB 1.24 on SQLite answers only `_id` conditions from an index
+    (with our build's patch, deploy/ferretdb/sqlite-id-pushdown.patch); every other filter,
+    and every sort, is evaluated over the whole collection. Hot paths look tasks up by _id.
 """
 
 from __future__ import annotations
@@ -633,3 +636,27 @@ async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> N
             [IndexModel([("taskId", ASCENDING), ("runId", ASCENDING)], name="renamed", unique=True)]
         )
     assert same_key.value.code == 85  # IndexOptionsConflict
+
+
+def _plan(explained: dict[str, object]) -> str:
+    return str(explained.get("queryPlanner"))
+
+
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        {"_id": "t-42"},
+        {"_id": "t-42", "version": 3},  # a version-conditioned update's filter
+        {"_id": {"$in": ["t-1", "t-42", "missing"]}},  # a batch of lookups
+    ],
+)
+async def test_lookups_by_id_are_index_searches(mongo_db: Database, filter_: dict) -> None:
+    await mongo_db.t.insert_many([{"_id": f"t-{i}", "version": 3} for i in range(100)])
+    explained = await mongo_db.command("explain", {"find": "t", "filter": filter_})
+    plan = _plan(explained)
+    if "ferretdbVersion" in str(explained.get("serverInfo")):
+        assert "USING INDEX" in plan and "SCAN" not in plan, plan
+    else:  # MongoDB itself
+        assert "IDHACK" in plan or "IXSCAN" in plan or "EXPRESS" in plan, plan
+    found = [d["_id"] async for d in mongo_db.t.find(filter_)]
+    assert sorted(found) == (["t-1", "t-42"] if "$in" in str(filter_) else ["t-42"])
