@@ -183,7 +183,7 @@ class Api:
                         f"Invalid request arguments: {name} {params[name]!r} must match {pattern}"
                     )
             raw_payload, parsed = _parse_input(request, endpoint, body)
-            request["payload"] = raw_payload
+            request["payload"] = {} if raw_payload is None else raw_payload
             call = Call(
                 endpoint, request, params, query, parsed, raw_payload, principal, self._fill_scopes
             )

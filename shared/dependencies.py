@@ -14,6 +14,7 @@ from pymongo.errors import BulkWriteError
 
 from shared.db import Database
 from shared.models import RunState, TaskDefinition
+from shared.timeutil import format_ts
 from shared.transitions import TaskRecord
 
 COLLECTION = "dependencies"
@@ -48,7 +49,7 @@ def problems(task: TaskDefinition, found: Mapping[str, TaskRecord]) -> list[str]
     if expiring:
         messages.append(
             "The following dependencies expire before the task's deadline "
-            f"{task.deadline.isoformat()}: {', '.join(expiring)}"
+            f"{format_ts(task.deadline)}: {', '.join(expiring)}"
         )
     return messages
 

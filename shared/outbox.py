@@ -134,8 +134,9 @@ class Outbox:
                 delivered += 1
         return delivered
 
-    async def run_relay(self, *, interval_s: float, grace_s: float) -> None:
+    async def run_relay(self, *, first_s: float, interval_s: float, grace_s: float) -> None:
         """The safety net, forever: effects a crash or an outage left behind go out."""
+        await asyncio.sleep(first_s)
         while True:
             try:
                 count = await self.relay_once(grace_s=grace_s)

@@ -9,6 +9,7 @@ a crash in between leaves them in the outbox for the relay, so no event is lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from shared.transitions import Effect, Outcome, TaskRecord
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
+LOOKUP_CONCURRENCY = 16
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries before giving up with a 500
 
 
@@ -52,7 +54,8 @@ def to_document(record: TaskRecord) -> dict[str, Any]:
         "deadline": task.deadline,
         "expires": task.expires,
         "version": record.version,
-        **_state_fields(record),
+        # Due-time fields are left out while unset, so their sparse indexes skip the task.
+        **{k: v for k, v in _state_fields(record).items() if v is not None},
     }
     return document
 
@@ -144,11 +147,16 @@ class TaskStore:
         return loaded
 
     async def load_many(self, task_ids: list[str]) -> dict[str, TaskRecord]:
-        found: dict[str, TaskRecord] = {}
-        async for document in self.tasks.find({"_id": {"$in": task_ids}}):
-            record = from_document(document)
-            found[record.task_id] = record
-        return found
+        """The tasks that exist among `task_ids`. One lookup by _id each (a few at a
+        time): FerretDB serves `_id` equality from its index but scans for `$in`."""
+        limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
+
+        async def one(task_id: str) -> TaskRecord | None:
+            async with limit:
+                return await self.load(task_id)
+
+        records = await asyncio.gather(*(one(task_id) for task_id in dict.fromkeys(task_ids)))
+        return {record.task_id: record for record in records if record is not None}
 
     async def insert(
         self, record: TaskRecord, effects: tuple[Effect, ...] = ()

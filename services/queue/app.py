@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 MONGO = web.AppKey("mongo", dbmod.AsyncMongoClient)
 STORE = web.AppKey("auth_store", AuthStore)
 
-RELAY_INTERVAL_S = 2.0
+# The relay is a safety net: live writers deliver their own effects at once. Its query
+# scans the tasks collection on FerretDB (only _id lookups are indexed there), so it runs
+# soon after start-up (to recover what a crash of this or another replica left) and
+# then rarely.
+RELAY_FIRST_S = 6.0
+RELAY_INTERVAL_S = 30.0
 RELAY_GRACE_S = 5.0  # leave a live writer time to deliver its own effects
 
 
@@ -100,7 +105,9 @@ def build_app(settings: Settings) -> web.Application:
         background = [
             _supervised(
                 "outbox relay",
-                lambda: outbox.run_relay(interval_s=RELAY_INTERVAL_S, grace_s=RELAY_GRACE_S),
+                lambda: outbox.run_relay(
+                    first_s=RELAY_FIRST_S, interval_s=RELAY_INTERVAL_S, grace_s=RELAY_GRACE_S
+                ),
             ),
             _supervised("claim sweeper", waiters.run_sweeper),
         ]

@@ -7,7 +7,7 @@ their first half. Expired records are hidden.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,6 +34,7 @@ TQ_PARAM = {"taskQueueId": TASK_QUEUE_ID_PATTERN}
 DECLARE_SCOPE = (
     "queue:declare-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>#<property>"
 )
+NEVER_QUARANTINED = timedelta(days=3652)
 WORKER_PATH = (
     "/provisioners/<provisionerId>/worker-types/<workerType>/workers/<workerGroup>/<workerId>"
 )
@@ -105,8 +106,10 @@ def _worker_out(document: dict[str, Any], now: datetime) -> dict[str, Any]:
         "firstClaim": format_ts(document["firstClaim"]),
         "lastDateActive": format_ts(document["lastDateActive"]),
     }
-    if document.get("quarantineUntil") is not None:
-        out["quarantineUntil"] = format_ts(document["quarantineUntil"])
+    # Always present (reference §3.2): upstream creates workers with quarantineUntil ten
+    # years before their first claim, i.e. "not quarantined".
+    quarantine = document.get("quarantineUntil") or document["firstClaim"] - NEVER_QUARANTINED
+    out["quarantineUntil"] = format_ts(quarantine)
     if document.get("quarantineDetails"):
         out["quarantineDetails"] = [
             {

@@ -239,6 +239,18 @@ def test_claim_work_creates_task_queue_worker_type_provisioner_and_worker(
     }
 
     worker = queue.getWorker(prov, wt, "wg", wid)
+    assert set(worker) == {
+        "provisionerId",
+        "workerType",
+        "taskQueueId",
+        "workerGroup",
+        "workerId",
+        "recentTasks",
+        "expires",
+        "quarantineUntil",
+        "firstClaim",
+        "lastDateActive",
+    }
     assert worker["provisionerId"] == prov and worker["workerType"] == wt
     assert worker["taskQueueId"] == tq
     assert (worker["workerGroup"], worker["workerId"]) == ("wg", wid)
@@ -537,9 +549,8 @@ def test_get_worker_keeps_the_20_most_recent_tasks(queue: taskcluster.Queue) -> 
     assert worker["firstClaim"] == first_claim
     assert parse(worker["lastDateActive"]) >= parse(worker["firstClaim"])
     assert near(worker["lastDateActive"], 0)
-    assert "quarantineUntil" not in worker or parse(worker["quarantineUntil"]) <= parse(
-        worker["lastDateActive"]
-    )
+    # Never quarantined: quarantineUntil is still reported, in the past.
+    assert parse(worker["quarantineUntil"]) < parse(worker["firstClaim"])
 
     (summary,) = queue.listWorkers(prov, wt)["workers"]
     assert summary == {
@@ -756,6 +767,8 @@ def test_declare_worker_needs_a_scope_per_property(
     assert declared["recentTasks"] == []
     assert declared["expires"] == to_ms(expires)
     assert near(declared["firstClaim"], 0) and near(declared["lastDateActive"], 0)
+    assert parse(declared["quarantineUntil"]) < parse(declared["firstClaim"])
+    assert "quarantineDetails" not in declared
     for key in ("firstClaim", "lastDateActive", "expires"):
         assert TS.match(declared[key])
 
