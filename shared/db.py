@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 Document = dict[str, object]
@@ -24,13 +24,12 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("expires", ASCENDING)], name="by_expires"),
         IndexModel([("outboxDue", ASCENDING)], name="by_outbox_due", sparse=True),
     ),
-    "pending": (
-        IndexModel(
-            [("taskQueueId", ASCENDING), ("priority", DESCENDING), ("insertedAt", ASCENDING)],
-            name="claim_order",
-        ),
-        IndexModel([("taskId", ASCENDING), ("runId", ASCENDING)], name="by_run", unique=True),
+    # The pending queue is driven by _id lookups only (see shared.pending); these serve
+    # the operator's listing and the lapsed-lease sweep.
+    "pending_entries": (
+        IndexModel([("taskQueueId", ASCENDING), ("insertedAt", ASCENDING)], name="by_queue"),
     ),
+    "pending_leases": (IndexModel([("leasedUntil", ASCENDING)], name="by_lease_end"),),
     "dependencies": (
         IndexModel([("required", ASCENDING), ("dependent", ASCENDING)], name="by_required"),
         IndexModel([("dependent", ASCENDING), ("required", ASCENDING)], name="edge", unique=True),

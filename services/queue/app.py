@@ -42,7 +42,8 @@ STORE = web.AppKey("auth_store", AuthStore)
 # then rarely.
 RELAY_FIRST_S = 6.0
 RELAY_INTERVAL_S = 30.0
-RELAY_GRACE_S = 5.0  # leave a live writer time to deliver its own effects
+RELAY_GRACE_S = 5.0
+LEASE_SWEEP_INTERVAL_S = 15.0  # leave a live writer time to deliver its own effects
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -110,6 +111,7 @@ def build_app(settings: Settings) -> web.Application:
                 ),
             ),
             _supervised("claim sweeper", waiters.run_sweeper),
+            _supervised("pending lease sweeper", lambda: _sweep_leases_forever(database)),
         ]
         yield
         for task in background:
@@ -138,6 +140,17 @@ def _supervised(name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[
             raise SystemExit(70) from None
 
     return asyncio.create_task(run(), name=name)
+
+
+async def _sweep_leases_forever(database: dbmod.Database) -> None:
+    """Entries of claimers that died mid-claim go back in the queue once the lease lapses."""
+    while True:
+        await asyncio.sleep(LEASE_SWEEP_INTERVAL_S)
+        try:
+            if count := await pending.sweep_leases(database, now=utcnow()):
+                log.warning("re-queued %d pending entries of claims that never finished", count)
+        except Exception:
+            log.exception("pending lease sweep failed; retrying")
 
 
 class _LazyBroker:

@@ -158,19 +158,23 @@ class ClaimsApi:
     ) -> TaskRecord | None | bool:
         """Claim the best pending entry: the claimed record, None if the queue is empty,
         or False if the entry was stale (cancelled, already claimed, past deadline)."""
-        entry = await pending.lease_next(
-            self.ctx.db, task_queue_id, now=utcnow(), lease_s=self.ctx.pending_lease_s
+        db = self.ctx.db
+        lease = await pending.lease_next(
+            db, task_queue_id, now=utcnow(), lease_s=self.ctx.pending_lease_s
         )
-        if entry is None:
+        if lease is None:
             return None
+        entry = lease.entry
         try:
-            return await self._claim_run(entry.taskId, entry.runId, worker_group, worker_id)
+            record = await self._claim_run(entry.taskId, entry.runId, worker_group, worker_id)
         except (errors.RequestConflict, errors.ResourceNotFound):
-            await pending.remove(self.ctx.db, entry.taskId, entry.runId)
+            await pending.finish(db, lease)
             return False
         except BaseException:
-            await asyncio.shield(pending.release(self.ctx.db, entry.taskId, entry.runId))
+            await asyncio.shield(pending.release(db, lease))
             raise
+        await pending.finish_slot(db, lease.slot)  # the claim's Dequeue dropped the entry
+        return record
 
     async def _claim_batch(
         self, call: Call, task_queue_id: str, worker_group: str, worker_id: str, count: int

@@ -380,25 +380,20 @@ class WorkersApi:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
         offset = paging.decode_offset(call.query)
-        cursor = (
-            self.db[pending.COLLECTION]
-            .find({"taskQueueId": task_queue_id, "deadline": {"$gt": utcnow()}})
-            .sort([("insertedAt", ASCENDING), ("taskId", ASCENDING)])
-            .skip(offset)
-            .limit(limit + 1)
+        entries = await pending.entries(
+            self.db, task_queue_id, now=utcnow(), skip=offset, limit=limit + 1
         )
-        entries = [document async for document in cursor]
-        found = await self.ctx.store.load_many([e["taskId"] for e in entries[:limit]])
+        found = await self.ctx.store.load_many([e.taskId for e in entries[:limit]])
         out: dict[str, Any] = {
             "tasks": [
                 {
-                    "taskId": e["taskId"],
-                    "runId": e["runId"],
-                    "task": found[e["taskId"]].definition.to_output(),
-                    "inserted": format_ts(e["insertedAt"]),
+                    "taskId": e.taskId,
+                    "runId": e.runId,
+                    "task": found[e.taskId].definition.to_output(),
+                    "inserted": format_ts(e.insertedAt),
                 }
                 for e in entries[:limit]
-                if e["taskId"] in found
+                if e.taskId in found
             ]
         }
         if len(entries) > limit:

@@ -607,12 +607,13 @@ async def test_gridfs_bucket(mongo_db: Database) -> None:
 
 
 async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> None:
-    info = await mongo_db["pending"].index_information()
-    assert info["claim_order"]["key"] == [("taskQueueId", 1), ("priority", -1), ("insertedAt", 1)]
-    assert info["by_run"]["key"] == [("taskId", 1), ("runId", 1)]
-    assert info["by_run"]["unique"] is True
-    assert not info["claim_order"].get("unique", False)
+    info = await mongo_db["artifacts"].index_information()
+    assert info["artifact"]["key"] == [("taskId", 1), ("runId", 1), ("name", 1)]
+    assert info["artifact"]["unique"] is True
+    assert not info["by_expires"].get("unique", False)
     assert info["_id_"]["key"] == [("_id", 1)]
+    workers = await mongo_db["workers"].index_information()
+    assert workers["worker"]["key"] == [("taskQueueId", 1), ("workerGroup", 1), ("workerId", 1)]
     # Sparse indexes exist, but FerretDB does not echo `sparse: True`, so only check the key.
     tasks_info = await mongo_db["tasks"].index_information()
     assert tasks_info["by_taken_until"]["key"] == [("takenUntil", 1)]
@@ -625,15 +626,21 @@ async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> N
 
     # Start-up re-runs ensure_indexes: an identical spec (one index per command) is a no-op.
     await dbmod.ensure_indexes(mongo_db)
-    assert await mongo_db["pending"].index_information() == info
+    assert await mongo_db["artifacts"].index_information() == info
     with pytest.raises(OperationFailure) as same_name:
-        await mongo_db["pending"].create_indexes(
-            [IndexModel([("taskId", ASCENDING)], name="by_run")]
+        await mongo_db["artifacts"].create_indexes(
+            [IndexModel([("taskId", ASCENDING)], name="artifact")]
         )
     assert same_name.value.code == 86  # IndexKeySpecsConflict
     with pytest.raises(OperationFailure) as same_key:
-        await mongo_db["pending"].create_indexes(
-            [IndexModel([("taskId", ASCENDING), ("runId", ASCENDING)], name="renamed", unique=True)]
+        await mongo_db["artifacts"].create_indexes(
+            [
+                IndexModel(
+                    [("taskId", ASCENDING), ("runId", ASCENDING), ("name", ASCENDING)],
+                    name="renamed",
+                    unique=True,
+                )
+            ]
         )
     assert same_key.value.code == 85  # IndexOptionsConflict
 
