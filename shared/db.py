@@ -30,6 +30,7 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("taskQueueId", ASCENDING), ("insertedAt", ASCENDING)], name="by_queue"),
     ),
     "pending_leases": (IndexModel([("leasedUntil", ASCENDING)], name="by_lease_end"),),
+    "claimed_runs": (IndexModel([("taskQueueId", ASCENDING)], name="by_queue"),),
     "dependencies": (
         IndexModel([("required", ASCENDING), ("dependent", ASCENDING)], name="by_required"),
         IndexModel([("dependent", ASCENDING), ("required", ASCENDING)], name="edge", unique=True),

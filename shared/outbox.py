@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from shared import pending
+from shared import claims, pending
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
 from shared.timeutil import utcnow
-from shared.transitions import Dequeue, Effect, Enqueue
+from shared.transitions import ClaimEnded, ClaimStarted, Dequeue, Effect, Enqueue
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,18 @@ def effect_document(effect: Effect) -> dict[str, Any]:
         }
     if isinstance(effect, Dequeue):
         return {"kind": "dequeue", "taskId": effect.task_id, "runId": effect.run_id}
+    if isinstance(effect, ClaimStarted):
+        return {
+            "kind": "claim-started",
+            "taskQueueId": effect.task_queue_id,
+            "taskId": effect.task_id,
+            "runId": effect.run_id,
+            "workerGroup": effect.worker_group,
+            "workerId": effect.worker_id,
+            "started": effect.started,
+        }
+    if isinstance(effect, ClaimEnded):
+        return {"kind": "claim-ended", "taskId": effect.task_id, "runId": effect.run_id}
     return {
         "kind": "reprioritize",
         "taskId": effect.task_id,
@@ -93,6 +105,10 @@ class Outbox:
             )
         elif kind == "dequeue":
             await pending.remove(self.db, document["taskId"], document["runId"])
+        elif kind == "claim-started":
+            await claims.started(self.db, document)
+        elif kind == "claim-ended":
+            await claims.ended(self.db, document["taskId"], document["runId"])
         elif kind == "reprioritize":
             await pending.set_priority(
                 self.db, document["taskId"], document["runId"], document["priority"]

@@ -64,7 +64,25 @@ class Reprioritize:
     priority: int
 
 
-Effect = events.Message | Enqueue | Dequeue | Reprioritize
+@dataclass(frozen=True)
+class ClaimStarted:
+    """The run is now held by a worker: count it among the queue's claimed runs."""
+
+    task_queue_id: str
+    task_id: str
+    run_id: int
+    worker_group: str
+    worker_id: str
+    started: datetime
+
+
+@dataclass(frozen=True)
+class ClaimEnded:
+    task_id: str
+    run_id: int
+
+
+Effect = events.Message | Enqueue | Dequeue | Reprioritize | ClaimStarted | ClaimEnded
 
 
 @dataclass(frozen=True)
@@ -231,6 +249,8 @@ def _resolve_open_as_exception(
     elif last.state in _OPEN:
         if last.state == RunState.PENDING:
             effects.append(Dequeue(record.task_id, last.runId))
+        else:
+            effects.append(ClaimEnded(record.task_id, last.runId))
         run = last.model_copy(
             update={"state": RunState.EXCEPTION, "reasonResolved": reason, "resolved": now}
         )
@@ -292,6 +312,9 @@ def claim(
         claimed,
         (
             Dequeue(record.task_id, run_id),
+            ClaimStarted(
+                record.definition.taskQueueId, record.task_id, run_id, worker_group, worker_id, now
+            ),
             events.task_running(claimed.status, running, claimed.definition),
         ),
     )
@@ -326,7 +349,8 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
         resolution, RunState.EXCEPTION
     )
     if run.state == state and run.reasonResolved == resolution:
-        repeat = _resolution_events(record, run)
+        repeat: list[Effect] = [ClaimEnded(record.task_id, run_id)]
+        repeat += _resolution_events(record, run)
         retry_run = record.run(run_id + 1)
         if (
             retry_run is not None
@@ -346,6 +370,7 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
     resolved_run = run.model_copy(
         update={"state": state, "reasonResolved": resolution, "resolved": now}
     )
+    ended = ClaimEnded(record.task_id, run_id)
     runs = [*record.runs[:-1], resolved_run]
     retry = RETRYABLE.get(resolution)
     if retry is not None and record.retries_left > 0:
@@ -353,10 +378,10 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
         retried = _with_runs(record, [*runs, retry_run], retries_left=record.retries_left - 1)
         return Outcome(
             retried,
-            (*_resolution_events(retried, resolved_run), *_made_pending(retried, retry_run)),
+            (ended, *_resolution_events(retried, resolved_run), *_made_pending(retried, retry_run)),
         )
     resolved = _with_runs(record, runs, ever_resolved=True)
-    return Outcome(resolved, tuple(_resolution_events(resolved, resolved_run)))
+    return Outcome(resolved, (ended, *_resolution_events(resolved, resolved_run)))
 
 
 def _resolution_events(record: TaskRecord, run: Run) -> list[Effect]:

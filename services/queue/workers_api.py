@@ -15,7 +15,7 @@ from pymongo import ASCENDING
 
 from services.queue.context import QueueContext
 from services.queue.worker_records import TASK_QUEUES, WORKERS, worker_key
-from shared import errors, paging, pending
+from shared import claims, errors, paging, pending
 from shared.api import Call, Endpoint
 from shared.models import (
     PROVISIONER_ID_PATTERN,
@@ -24,7 +24,6 @@ from shared.models import (
     TaskQueueId,
     Timestamp,
 )
-from shared.taskstore import TASKS, from_document
 from shared.timeutil import format_ts, utcnow
 
 WORKER_ID_PATTERN = r"^([a-zA-Z0-9-_]{1,38})$"
@@ -136,12 +135,6 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     if quarantine is not None and quarantine > now:
         out["quarantineUntil"] = format_ts(quarantine)
     return out
-
-
-def _claimed_query(task_queue_id: str) -> dict[str, Any]:
-    # A task is claimed while its last run is running, i.e. while `takenUntil` is set. A
-    # new task's document stores `takenUntil: null`, which `$exists` would also match.
-    return {"taskQueueId": task_queue_id, "takenUntil": {"$ne": None}}
 
 
 def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
@@ -350,7 +343,7 @@ class WorkersApi:
 
     async def _counts(self, task_queue_id: str) -> dict[str, Any]:
         pending_count = await pending.count(self.db, task_queue_id, now=utcnow())
-        claimed = await self.db[TASKS].count_documents(_claimed_query(task_queue_id))
+        claimed = await claims.count(self.db, task_queue_id)
         return {
             "taskQueueId": task_queue_id,
             "pendingTasks": pending_count,
@@ -403,29 +396,24 @@ class WorkersApi:
     async def list_claimed_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
-        query = _claimed_query(task_queue_id)
-        after = paging.decode_str(call.query)
-        if after is not None:
-            query["_id"] = {"$gt": after}
-        cursor = self.db[TASKS].find(query).sort("_id", ASCENDING).limit(limit + 1)
-        records = [from_document(document) async for document in cursor]
-        tasks = []
-        for record in records[:limit]:
-            run = record.runs[-1]
-            assert run.started is not None
-            tasks.append(
+        held = await claims.page(self.db, task_queue_id, paging.decode_str(call.query), limit + 1)
+        found = await self.ctx.store.load_many([c["taskId"] for c in held[:limit]])
+        out: dict[str, Any] = {
+            "tasks": [
                 {
-                    "taskId": record.task_id,
-                    "runId": run.runId,
-                    "workerGroup": run.workerGroup,
-                    "workerId": run.workerId,
-                    "claimed": format_ts(run.started),
-                    "task": record.definition.to_output(),
+                    "taskId": c["taskId"],
+                    "runId": c["runId"],
+                    "workerGroup": c["workerGroup"],
+                    "workerId": c["workerId"],
+                    "claimed": format_ts(c["started"]),
+                    "task": found[c["taskId"]].definition.to_output(),
                 }
-            )
-        out: dict[str, Any] = {"tasks": tasks}
-        if len(records) > limit:
-            out["continuationToken"] = paging.encode(records[limit - 1].task_id)
+                for c in held[:limit]
+                if c["taskId"] in found
+            ]
+        }
+        if len(held) > limit:
+            out["continuationToken"] = paging.encode(held[limit - 1]["_id"])
         return out
 
     # --- workers --------------------------------------------------------------------------

@@ -96,8 +96,13 @@ def messages(outcome: Outcome) -> list[Message]:
 
 
 def kinds(outcome: Outcome) -> list[str]:
-    """Each effect as a short label: the event name for messages, else the class name."""
-    return [e.event if isinstance(e, Message) else type(e).__name__ for e in outcome.effects]
+    """Each effect as a short label: the event name for messages, else the class name.
+    The claimed-runs bookkeeping is left out here and tested on its own below."""
+    return [
+        e.event if isinstance(e, Message) else type(e).__name__
+        for e in outcome.effects
+        if not isinstance(e, transitions.ClaimStarted | transitions.ClaimEnded)
+    ]
 
 
 def key(run_id: object = "_", worker_group: str = "_", worker_id: str = "_") -> str:
@@ -775,7 +780,7 @@ def test_report_exception_with_retry(reason: str, created: str) -> None:
         "scheduled": ts(LATER),
     }
     assert kinds(outcome) == ["task-exception", "Enqueue", "task-pending"]
-    exception_msg, enqueue, pending_msg = outcome.effects
+    _ended, exception_msg, enqueue, pending_msg = outcome.effects
     assert isinstance(exception_msg, Message) and isinstance(pending_msg, Message)
     assert enqueue == Enqueue("prov/wt", 2, LATER, TASK_ID, 1, DEADLINE)
     assert exception_msg.routing_key == key(0, WG, WID)
@@ -1075,3 +1080,38 @@ def test_status_output_keeps_runs_last() -> None:
     output = running().status.to_output()
     assert list(output)[-1] == "runs"
     assert output["state"] == "running"
+
+
+# --- claimed-runs bookkeeping ------------------------------------------------------------
+
+
+def _bookkeeping(outcome: Outcome) -> list[object]:
+    return [
+        e
+        for e in outcome.effects
+        if isinstance(e, transitions.ClaimStarted | transitions.ClaimEnded)
+    ]
+
+
+def test_a_claim_is_counted_with_its_worker_and_start() -> None:
+    outcome = claim(pending())
+    assert _bookkeeping(outcome) == [
+        transitions.ClaimStarted(outcome.record.definition.taskQueueId, TASK_ID, 0, WG, WID, NOW)
+    ]
+
+
+@pytest.mark.parametrize(
+    "end",
+    [
+        lambda r: transitions.resolve(r, 0, "completed", now=LATER),
+        lambda r: transitions.resolve(r, 0, "failed", now=LATER),
+        lambda r: transitions.resolve(r, 0, "worker-shutdown", now=LATER),
+        lambda r: transitions.cancel(r, LATER),
+    ],
+)
+def test_every_end_of_a_running_run_uncounts_it_once(end: Any) -> None:
+    assert _bookkeeping(end(running())) == [transitions.ClaimEnded(TASK_ID, 0)]
+
+
+def test_cancelling_a_pending_run_touches_no_claim() -> None:
+    assert _bookkeeping(transitions.cancel(pending(), LATER)) == []
