@@ -432,3 +432,29 @@ def test_tasks_and_statuses_batches_page_and_skip_unknown_ids(queue: taskcluster
     with pytest.raises(TaskclusterRestFailure) as excinfo:
         queue.statuses(payload={"taskIds": ids}, query={"continuationToken": "!!garbage"})
     assert rest_error(excinfo) == (400, "InputError")
+
+
+def test_responses_carry_cache_and_cors_headers(
+    queue: taskcluster.Queue, queue_service: RunningService
+) -> None:
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(new_task_queue_id()))
+    url = queue.buildSignedUrl("status", task_id)
+    with urllib.request.urlopen(url, timeout=10) as response:
+        headers = response.headers
+        assert json.loads(response.read())["status"]["taskId"] == task_id
+    assert headers["Cache-Control"] == "no-store no-cache must-revalidate"
+    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Content-Type"].startswith("application/json")
+
+
+def test_bad_credentials_are_401_with_a_hawk_challenge(queue_service: RunningService) -> None:
+    impostor = taskcluster.Queue(
+        queue_service.client_options(
+            clientId=queue_service.root_client_id, accessToken="not-the-right-token-at-all-x"
+        )
+    )
+    with pytest.raises(taskcluster.exceptions.TaskclusterAuthFailure) as excinfo:
+        impostor.createTask(taskcluster.slugId(), task_definition(new_task_queue_id()))
+    assert excinfo.value.status_code == 401
+    assert excinfo.value.body["code"] == "AuthenticationFailed"
