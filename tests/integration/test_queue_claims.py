@@ -8,6 +8,7 @@ import datetime
 import random
 import time
 
+import aiohttp
 import pytest
 import taskcluster
 import taskcluster.aio
@@ -202,8 +203,9 @@ async def test_one_task_among_many_waiters_goes_to_exactly_one(
 ) -> None:
     tq = new_task_queue_id()
     options = queue_service.client_options()
-    waiters = 30
-    async with taskcluster.aio.createSession() as session:
+    waiters = 100
+    connector = aiohttp.TCPConnector(limit=waiters + 20)
+    async with aiohttp.ClientSession(connector=connector) as session:
         queue = taskcluster.aio.Queue(options, session=session)
         calls = [
             asyncio.create_task(
