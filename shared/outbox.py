@@ -76,6 +76,9 @@ class Outbox:
         self.db = db
         self.broker = broker
         self._tasks = db[tasks_collection]
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._done: dict[str, set[str]] = {}
+        self._users: dict[str, int] = {}
 
     async def perform(self, documents: list[dict[str, Any]]) -> None:
         """Carry out effects in order; raises (BrokerError, pymongo errors) on failure."""
@@ -118,13 +121,35 @@ class Outbox:
 
     async def deliver(self, task_id: str, version: int, outbox: Mapping[str, Any]) -> bool:
         """Perform a task's outbox entries in key order and clear them. Returns False (and
-        leaves them for the relay) if one could not be carried out."""
-        keys = sorted(outbox)
+        leaves them for the relay) if one could not be carried out.
+
+        Deliveries for one task are serialised in this process and skip entries this
+        process already carried out, so a claim answered before its task-running went out
+        cannot have its task-completed overtake it (nor repeat it), however fast the
+        worker reports."""
+        self._users[task_id] = self._users.get(task_id, 0) + 1
         try:
-            await self.perform([outbox[key] for key in keys])
-        except (BrokerError, OSError) as exc:
-            log.warning("effects left for the relay: %s", exc, extra={"taskId": task_id})
-            return False
+            async with self._locks.setdefault(task_id, asyncio.Lock()):
+                done = self._done.setdefault(task_id, set())
+                return await self._deliver(task_id, version, outbox, done)
+        finally:
+            self._users[task_id] -= 1
+            if not self._users[task_id]:
+                del self._users[task_id], self._locks[task_id], self._done[task_id]
+
+    async def _deliver(
+        self, task_id: str, version: int, outbox: Mapping[str, Any], done: set[str]
+    ) -> bool:
+        keys = sorted(outbox)
+        for key in keys:
+            if key in done:
+                continue
+            try:
+                await self._apply(outbox[key])
+            except (BrokerError, OSError) as exc:
+                log.warning("effects left for the relay: %s", exc, extra={"taskId": task_id})
+                return False
+            done.add(key)
         unset = {f"outbox.{key}": "" for key in keys}
         # Only the writer of the newest version may drop the due mark: a newer write may
         # have added entries of its own, which then stay due until their writer (or the

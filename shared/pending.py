@@ -22,6 +22,7 @@ repeat.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,25 +90,26 @@ async def enqueue(db: Database, entry: PendingEntry) -> bool:
         # An earlier call stored the entry but died before linking it to a slot.
         await _link(db, entry, key)
         return False
-    await db[HEADS].update_one({"_id": entry.taskQueueId}, {"$inc": {"n": 1}}, upsert=True)
-    await _link(db, entry, key)
+    await _link(db, entry, key, new_entry=True)
     return True
 
 
-async def _link(db: Database, entry: PendingEntry, key: str) -> str:
-    """Take the next slot of the entry's priority and point it at the entry."""
+async def _link(db: Database, entry: PendingEntry, key: str, *, new_entry: bool = False) -> str:
+    """Take the next slot of the entry's priority and point it at the entry (the slot
+    carries a copy of it, so a claimer needs no further read)."""
     tail = f"t{entry.priority}"
     for _attempt in range(MAX_SLOT_ATTEMPTS):
         heads = await db[HEADS].find_one_and_update(
             {"_id": entry.taskQueueId},
-            {"$inc": {tail: 1}},
+            {"$inc": {tail: 1, "n": 1 if new_entry else 0}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
         assert heads is not None
+        new_entry = False  # counted once, whichever attempt gets the slot
         slot = slot_key(entry.taskQueueId, entry.priority, heads[tail] - 1)
         try:
-            await db[SLOTS].insert_one({"_id": slot, "entry": key})
+            await db[SLOTS].insert_one({"_id": slot, "entry": key, **entry.model_dump()})
         except DuplicateKeyError:
             continue  # a claimer gave up on this slot (tombstone): take the next one
         await db[COLLECTION].update_one({"_id": key}, {"$set": {"slot": slot}})
@@ -152,25 +154,32 @@ async def _take(
         await db[LEASES].insert_one({"_id": slot, "leasedUntil": now + timedelta(seconds=lease_s)})
     except DuplicateKeyError:
         return None  # another claimer has this slot
-    await db[HEADS].update_one({"_id": task_queue_id}, {"$max": {f"h{priority}": next_number}})
-    link = await db[SLOTS].find_one({"_id": slot})
+    _moved, link = await asyncio.gather(
+        db[HEADS].update_one({"_id": task_queue_id}, {"$max": {f"h{priority}": next_number}}),
+        db[SLOTS].find_one({"_id": slot}),
+    )
     if link is None:
         try:  # the enqueuer has not filled the slot yet: close it, it will take another
             await db[SLOTS].insert_one({"_id": slot, "tombstone": now})
         except DuplicateKeyError:
             link = await db[SLOTS].find_one({"_id": slot})
-    document = (
-        await db[COLLECTION].find_one({"_id": link["entry"]})
-        if link is not None and "entry" in link
-        else None
-    )
-    if document is None or document.get("slot") not in (None, slot) or document["deadline"] <= now:
-        # Gone (claimed, cancelled), moved to another slot, or past its deadline.
-        if document is not None and document["deadline"] <= now:
-            await _remove_entry(db, document)
-        await finish_slot(db, slot, keep_tombstone=link is None)
+    if link is None or "entry" not in link:
+        await finish_slot(db, slot, keep_tombstone=True)
         return None
-    return Lease(_entry(document), slot)
+    if link["deadline"] <= now:  # never hand out a run whose deadline has passed
+        await remove(db, link["taskId"], link["runId"])
+        await finish_slot(db, slot)
+        return None
+    # A run claimed or cancelled meanwhile is caught by the claim itself, which checks
+    # the task's state: the caller then `finish`es the lease and moves on.
+    return Lease(_entry(link), slot)
+
+
+async def still_queued(db: Database, lease: Lease) -> bool:
+    """Whether the leased entry is still in the queue at this priority (callers that have
+    no state of their own to check against use this; the queue checks the task)."""
+    key = entry_key(lease.entry.taskId, lease.entry.runId, lease.entry.priority)
+    return await db[COLLECTION].find_one({"_id": key}, {"_id": 1}) is not None
 
 
 async def finish_slot(db: Database, slot: str, *, keep_tombstone: bool = False) -> None:

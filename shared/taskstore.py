@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -129,6 +129,7 @@ class TaskStore:
         # A test hook: "exit-after-commit" kills the process right after the first
         # state change is stored and before its effects are carried out.
         self._fault = fault
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def get(self, task_id: str) -> Loaded | None:
         document = await self.tasks.find_one({"_id": task_id})
@@ -187,6 +188,7 @@ class TaskStore:
         decide: Callable[[TaskRecord], Outcome],
         *,
         loaded: Loaded | None = None,
+        deliver_later: bool = False,
     ) -> Outcome:
         """Load (unless given) → decide → store conditionally → carry out the effects.
         Raises ResourceNotFound when the task does not exist."""
@@ -200,7 +202,9 @@ class TaskStore:
             if not outcome.changed:
                 await self.outbox.perform([effect_document(e) for e in outcome.effects])
                 return outcome
-            stored = await self._store(record, outcome.record, outcome.effects, leftover)
+            stored = await self._store(
+                record, outcome.record, outcome.effects, leftover, later=deliver_later
+            )
             if stored is not None:
                 return Outcome(stored, outcome.effects, True, outcome.extra)
             loaded = None  # lost a race: read again and decide again
@@ -212,6 +216,8 @@ class TaskStore:
         after: TaskRecord,
         effects: tuple[Effect, ...],
         leftover: Mapping[str, Any],
+        *,
+        later: bool = False,
     ) -> TaskRecord | None:
         now = utcnow()
         documents = [effect_document(effect) for effect in effects]
@@ -225,7 +231,12 @@ class TaskStore:
         self._maybe_crash(before.task_id)
         keys = [outbox_key(version, index) for index in range(len(documents))]
         outbox = {**leftover, **dict(zip(keys, documents, strict=True))}
-        await self.outbox.deliver(before.task_id, version, outbox)
+        if later:
+            # The caller answers first (a worker waiting on a claim); the outbox already
+            # holds the effects, so a crash before they go out only delays them.
+            self.in_background(self.outbox.deliver(before.task_id, version, outbox))
+        else:
+            await self.outbox.deliver(before.task_id, version, outbox)
         return TaskRecord(
             after.task_id,
             after.definition,
@@ -234,6 +245,21 @@ class TaskStore:
             after.ever_resolved,
             version,
         )
+
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run bookkeeping after the response; `drain` waits for it at shutdown."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background bookkeeping failed", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _maybe_crash(self, task_id: str) -> None:
         if self._fault == "exit-after-commit":

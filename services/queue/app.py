@@ -114,6 +114,7 @@ def build_app(settings: Settings) -> web.Application:
             _supervised("pending lease sweeper", lambda: _sweep_leases_forever(database)),
         ]
         yield
+        await tasks.drain()  # bookkeeping of the last answered requests
         for task in background:
             task.cancel()
         for task in background:

@@ -138,8 +138,11 @@ class ClaimsApi:
         return body
 
     async def _claim_run(
-        self, task_id: str, run_id: int, worker_group: str, worker_id: str
+        self, task_id: str, run_id: int, worker_group: str, worker_id: str, *, fast: bool
     ) -> TaskRecord:
+        # With `fast`, the worker gets its claim as soon as the run is stored as running;
+        # the events and the queue bookkeeping follow right after (they are in the outbox,
+        # so counts and the claimed list catch up within milliseconds).
         outcome = await self.store.mutate(
             task_id,
             lambda r: transitions.claim(
@@ -150,6 +153,7 @@ class ClaimsApi:
                 now=utcnow(),
                 claim_timeout_s=self.ctx.claim_timeout_s,
             ),
+            deliver_later=fast,
         )
         return outcome.record
 
@@ -166,14 +170,17 @@ class ClaimsApi:
             return None
         entry = lease.entry
         try:
-            record = await self._claim_run(entry.taskId, entry.runId, worker_group, worker_id)
+            record = await self._claim_run(
+                entry.taskId, entry.runId, worker_group, worker_id, fast=True
+            )
         except (errors.RequestConflict, errors.ResourceNotFound):
             await pending.finish(db, lease)
             return False
         except BaseException:
             await asyncio.shield(pending.release(db, lease))
             raise
-        await pending.finish_slot(db, lease.slot)  # the claim's Dequeue dropped the entry
+        # The claim's Dequeue drops the entry; the slot and lease go too.
+        self.store.in_background(pending.finish_slot(db, lease.slot))
         return record
 
     async def _claim_batch(
@@ -238,7 +245,7 @@ class ClaimsApi:
             workerGroup=body.workerGroup,
             workerId=body.workerId,
         )
-        record = await self._claim_run(task_id, run_id, body.workerGroup, body.workerId)
+        record = await self._claim_run(task_id, run_id, body.workerGroup, body.workerId, fast=False)
         await self.ctx.workers.touch_worker(
             task.taskQueueId,
             body.workerGroup,

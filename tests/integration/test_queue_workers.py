@@ -91,7 +91,21 @@ def claim(
         task_queue_id, {"workerGroup": worker_group, "workerId": worker_id, "tasks": n}
     )["tasks"]
     assert claims, "claimWork returned nothing although tasks were pending"
+    settled(queue, task_queue_id, claims)
     return claims
+
+
+def settled(queue: taskcluster.Queue, task_queue_id: str, claims: list[dict[str, Any]]) -> None:
+    """Wait for a claim's queue bookkeeping: claimWork answers as soon as the run is stored
+    as running, and the counts and claimed list follow within milliseconds."""
+    wanted = {(c["status"]["taskId"], c["runId"]) for c in claims}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        listed = queue.listClaimedTasks(task_queue_id)["tasks"]
+        if wanted <= {(t["taskId"], t["runId"]) for t in listed}:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"claims {wanted} never showed up in listClaimedTasks")
 
 
 def failure(call: Callable[[], object]) -> tuple[int, dict[str, Any]]:
@@ -353,9 +367,16 @@ def test_counts_follow_tasks_being_created_claimed_and_resolved(
         assert got["taskQueueId"] == tq
         return got["pendingTasks"], got["claimedTasks"]
 
-    assert counts() == (0, 0)  # counting needs no task-queue record
+    def settles_at(expected: tuple[int, int]) -> bool:
+        # A claim is answered before its queue bookkeeping is written (milliseconds).
+        deadline = time.monotonic() + 5
+        while counts() != expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return counts() == expected
+
+    assert settles_at((0, 0))  # counting needs no task-queue record
     create_tasks(queue, tq, 3)
-    assert counts() == (3, 0)
+    assert settles_at((3, 0))
     assert queue.pendingTasks(tq) == {
         "provisionerId": prov,
         "workerType": wt,
@@ -365,7 +386,7 @@ def test_counts_follow_tasks_being_created_claimed_and_resolved(
 
     claims = claim(queue, tq, "wg", worker_name(), n=2)
     assert len(claims) == 2
-    assert counts() == (1, 2)
+    assert settles_at((1, 2))
 
     as_worker = taskcluster.Queue(
         {
@@ -375,13 +396,13 @@ def test_counts_follow_tasks_being_created_claimed_and_resolved(
         }
     )
     as_worker.reportCompleted(claims[0]["status"]["taskId"], claims[0]["runId"])
-    assert counts() == (1, 1)
+    assert settles_at((1, 1))
     queue.reportFailed(claims[1]["status"]["taskId"], claims[1]["runId"])
-    assert counts() == (1, 0)
+    assert settles_at((1, 0))
     last = claim(queue, tq, "wg", worker_name())[0]
-    assert counts() == (0, 1)
+    assert settles_at((0, 1))
     queue.reportException(last["status"]["taskId"], 0, {"reason": "worker-shutdown"})
-    assert counts() == (1, 0)  # the automatic retry is pending again
+    assert settles_at((1, 0))  # the automatic retry is pending again
     assert queue.pendingTasks(tq)["pendingTasks"] == 1
 
 
@@ -708,6 +729,7 @@ async def test_aio_client_reads_worker_metadata(
             await aio_queue.claimWork(tq, {"workerGroup": "wg", "workerId": wid, "tasks": 4})
         )["tasks"]
         assert [c["status"]["taskId"] for c in claims] == [task_id]
+        settled(queue, tq, claims)
         assert (await aio_queue.getTaskQueue(tq))["taskQueueId"] == tq
         assert (await aio_queue.getWorkerType(prov, wt))["workerType"] == wt
         assert (await aio_queue.getProvisioner(prov))["provisionerId"] == prov
