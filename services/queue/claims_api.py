@@ -222,13 +222,16 @@ class ClaimsApi:
                 break
         if claimed:
             recent = [{"taskId": r.task_id, "runId": len(r.runs) - 1} for r in claimed]
-            await workers.touch_worker(
-                task_queue_id,
-                body.workerGroup,
-                body.workerId,
-                utcnow(),
-                existing=worker,
-                claimed=recent,
+            # Bookkeeping a person reads later, not the worker now: after the answer.
+            self.store.in_background(
+                workers.touch_worker(
+                    task_queue_id,
+                    body.workerGroup,
+                    body.workerId,
+                    utcnow(),
+                    existing=worker,
+                    claimed=recent,
+                )
             )
         return {"tasks": [self._claim_body(r, len(r.runs) - 1, with_task=True) for r in claimed]}
 

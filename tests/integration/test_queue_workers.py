@@ -99,13 +99,21 @@ def settled(queue: taskcluster.Queue, task_queue_id: str, claims: list[dict[str,
     """Wait for a claim's queue bookkeeping: claimWork answers as soon as the run is stored
     as running, and the counts and claimed list follow within milliseconds."""
     wanted = {(c["status"]["taskId"], c["runId"]) for c in claims}
+    prov, wt = task_queue_id.split("/")
+    worker = (claims[0]["workerGroup"], claims[0]["workerId"])
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         listed = queue.listClaimedTasks(task_queue_id)["tasks"]
-        if wanted <= {(t["taskId"], t["runId"]) for t in listed}:
+        try:
+            recent = queue.getWorker(prov, wt, *worker)["recentTasks"]
+        except TaskclusterRestFailure:
+            recent = []
+        if wanted <= {(t["taskId"], t["runId"]) for t in listed} and wanted <= {
+            (t["taskId"], t["runId"]) for t in recent
+        }:
             return
         time.sleep(0.01)
-    pytest.fail(f"claims {wanted} never showed up in listClaimedTasks")
+    pytest.fail(f"claims {wanted} never showed up in listClaimedTasks and getWorker")
 
 
 def failure(call: Callable[[], object]) -> tuple[int, dict[str, Any]]:
