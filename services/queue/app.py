@@ -122,6 +122,10 @@ def build_app(settings: Settings) -> web.Application:
                 await task
         await broker.close()
 
+    async def release_long_polls(app: web.Application) -> None:
+        waiters.close()  # waiting claimWork calls answer now instead of holding shutdown
+
+    app.on_shutdown.append(release_long_polls)
     app.cleanup_ctx.append(database_context)
     app.cleanup_ctx.append(broker_context)
     return app

@@ -209,16 +209,19 @@ class ClaimsApi:
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + self.ctx.claim_work_wait_s
         quarantine = (worker or {}).get("quarantineUntil")
+        wanted = lambda: not _client_gone(call)  # noqa: E731
         if quarantine is not None and quarantine > now:
             # A quarantined worker is kept waiting the whole poll and gets nothing.
-            await asyncio.sleep(self.ctx.claim_work_wait_s)
+            await self.ctx.waiters.idle(self.ctx.claim_work_wait_s, still_wanted=wanted)
             return {"tasks": []}
         claimed: list[TaskRecord] = []
-        while not claimed and not _client_gone(call):
+        while not claimed and wanted():
             claimed = await self._claim_batch(
                 call, task_queue_id, body.workerGroup, body.workerId, body.tasks
             )
-            if claimed or not await self.ctx.waiters.wait(task_queue_id, give_up_at - loop.time()):
+            if claimed or not await self.ctx.waiters.wait(
+                task_queue_id, give_up_at - loop.time(), still_wanted=wanted
+            ):
                 break
         if claimed:
             recent = [{"taskId": r.task_id, "runId": len(r.runs) - 1} for r in claimed]

@@ -11,6 +11,7 @@ that lapsed, or a woken waiter whose client went away).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ class ClaimWaiters:
         self._probe = probe
         self._sweep_interval_s = sweep_interval_s
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        self._closed = False
+        self._closing = asyncio.Event()
 
     def waiting(self, task_queue_id: str) -> int:
         return sum(1 for f in self._waiting.get(task_queue_id, ()) if not f.done())
@@ -42,18 +45,41 @@ class ClaimWaiters:
                 woken += 1
         return woken
 
-    async def wait(self, task_queue_id: str, timeout_s: float) -> bool:
-        """Wait until woken (True) or until the timeout (False)."""
-        if timeout_s <= 0:
+    async def wait(
+        self,
+        task_queue_id: str,
+        timeout_s: float,
+        *,
+        still_wanted: Callable[[], bool] = lambda: True,
+        check_every_s: float = 1.0,
+    ) -> bool:
+        """Wait until woken (True) or until the timeout (False). Every `check_every_s`
+        the caller is asked whether it still wants work (its client may have hung up);
+        a wake-up that arrives for a caller who no longer wants it is passed on."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        if self._closed or timeout_s <= 0:
             return False
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = loop.create_future()
         line = self._waiting.setdefault(task_queue_id, deque())
         line.append(future)
         try:
-            await asyncio.wait_for(future, timeout_s)
-            return True
-        except TimeoutError:
-            return False
+            while True:
+                remaining = give_up_at - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(asyncio.shield(future), min(remaining, check_every_s))
+                except TimeoutError:
+                    if not still_wanted():
+                        return False
+                    continue
+                if self._closed:
+                    return False
+                if not still_wanted():
+                    self.notify(task_queue_id)  # someone else may still want this task
+                    return False
+                return True
         finally:
             if future in line:
                 line.remove(future)
@@ -61,6 +87,27 @@ class ClaimWaiters:
             # it, a newer waiter may have started a fresh line that must stay reachable.
             if not line and self._waiting.get(task_queue_id) is line:
                 del self._waiting[task_queue_id]
+
+    async def idle(
+        self, seconds: float, *, still_wanted: Callable[[], bool], check_every_s: float = 1.0
+    ) -> None:
+        """Sit out `seconds` (a quarantined worker's poll) unless shut down or unwanted."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + seconds
+        while not self._closed and still_wanted() and loop.time() < give_up_at:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._closing.wait(), min(check_every_s, give_up_at - loop.time())
+                )
+
+    def close(self) -> None:
+        """Shutting down: every waiting claimWork answers (empty) at once."""
+        self._closed = True
+        self._closing.set()
+        for line in self._waiting.values():
+            for future in line:
+                if not future.done():
+                    future.set_result(None)
 
     async def on_task_pending(self, message: AbstractIncomingMessage) -> None:
         task_queue_id = task_queue_of_routing_key(message.routing_key or "")

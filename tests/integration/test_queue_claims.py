@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 import random
+import signal
 import time
+import uuid
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -14,7 +17,8 @@ import taskcluster
 import taskcluster.aio
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from tests.conftest import RunningService
+from shared.config import Settings
+from tests.conftest import RunningService, _drop_database, launch_queue, stop_process
 from tests.integration.queue_support import (
     claim_one,
     new_task_queue_id,
@@ -242,3 +246,52 @@ async def test_claim_work_returns_empty_after_the_long_poll(
         elapsed = time.monotonic() - started
     assert result == {"tasks": []}
     assert 19 < elapsed < 25
+
+
+async def test_a_poll_whose_client_hung_up_passes_its_wake_up_on(
+    queue_service: RunningService,
+) -> None:
+    tq = new_task_queue_id()
+    options = queue_service.client_options()
+    body = {"workerGroup": "wg", "workerId": "gone", "tasks": 1}
+    async with taskcluster.aio.createSession() as gone_session:
+        gone = taskcluster.aio.Queue(options, session=gone_session)
+        abandoned = asyncio.create_task(gone.claimWork(tq, body))
+        await asyncio.sleep(0.3)
+        abandoned.cancel()  # the worker gives up; its connection closes with the session
+    async with taskcluster.aio.createSession() as session:
+        queue = taskcluster.aio.Queue(options, session=session)
+        live = asyncio.create_task(queue.claimWork(tq, {**body, "workerId": "live"}))
+        await asyncio.sleep(0.3)
+        task_id = taskcluster.slugId()
+        await queue.createTask(task_id, task_definition(tq))
+        created_at = time.monotonic()
+        claims = (await asyncio.wait_for(live, 10))["tasks"]
+        woke_after = time.monotonic() - created_at
+    assert [c["status"]["taskId"] for c in claims] == [task_id]
+    assert woke_after < 0.6  # handed on at once, not left to the 2 s safety-net sweep
+
+
+async def test_shutdown_does_not_wait_for_long_polls(tmp_path: Path, settings: Settings) -> None:
+    database = f"test_shutdown_{uuid.uuid4().hex[:8]}"
+    service, process = launch_queue(tmp_path, database=database)
+    try:
+        async with taskcluster.aio.createSession() as session:
+            queue = taskcluster.aio.Queue(service.client_options(), session=session)
+            body = {"workerGroup": "wg", "workerId": "w", "tasks": 1}
+            polls = [
+                asyncio.create_task(queue.claimWork(new_task_queue_id(), body)) for _ in range(3)
+            ]
+            await asyncio.sleep(0.5)
+            polls[0].cancel()  # one client already hung up
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            answered = await asyncio.gather(*polls[1:], return_exceptions=True)
+            exit_code = await asyncio.to_thread(process.wait, 15)
+            stopped_after = time.monotonic() - started
+        assert answered == [{"tasks": []}, {"tasks": []}]  # waiting workers get an answer
+        assert exit_code == 0
+        assert stopped_after < 5  # not the 20 s poll
+    finally:
+        stop_process(process)
+        _drop_database(settings.mongo_url, database)
