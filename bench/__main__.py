@@ -1,11 +1,28 @@
-"""`python -m bench` (`make bench`): run every benchmark; results go to bench/results/."""
+"""`python -m bench` (`make bench`): run every benchmark; results go to bench/results/.
+
+`python -m bench NAME [ARGS...]` runs only that one (auth, queue), passing ARGS to it.
+"""
 
 from __future__ import annotations
 
-from bench import bench_auth
+import sys
+from collections.abc import Callable
 
-BENCHMARKS = [bench_auth.main]
+from bench import bench_auth, bench_queue
+
+BENCHMARKS: dict[str, Callable[[], None]] = {
+    "auth": bench_auth.main,
+    "queue": bench_queue.main,
+}
 
 if __name__ == "__main__":
-    for run in BENCHMARKS:
-        run()
+    if len(sys.argv) > 1 and not sys.argv[1].startswith("-"):
+        name, rest = sys.argv[1], sys.argv[2:]
+        if name not in BENCHMARKS:
+            sys.exit(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
+        sys.argv = [f"{sys.argv[0]} {name}", *rest]  # each benchmark parses its own arguments
+        BENCHMARKS[name]()
+    else:
+        for run in BENCHMARKS.values():
+            sys.argv = sys.argv[:1]
+            run()
