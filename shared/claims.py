@@ -4,6 +4,7 @@ queue's claimed runs reads this short collection rather than every task."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -23,11 +24,24 @@ async def started(db: Database, claim: Mapping[str, Any]) -> None:
         "_id": claim_key(claim["taskId"], claim["runId"]),
         **{k: claim[k] for k in ("taskQueueId", "taskId", "runId", "workerGroup", "workerId")},
         "started": claim["started"],
+        "takenUntil": claim.get("takenUntil"),
     }
     try:
         await db[COLLECTION].insert_one(document)
     except DuplicateKeyError:
         pass  # effects run at least once
+
+
+async def extended(db: Database, task_id: str, run_id: int, taken_until: datetime) -> None:
+    await db[COLLECTION].update_one(
+        {"_id": claim_key(task_id, run_id)}, {"$max": {"takenUntil": taken_until}}
+    )
+
+
+async def due(db: Database, *, limit: int) -> list[dict[str, Any]]:
+    """The claims that expire first (a read of this short collection)."""
+    cursor = db[COLLECTION].find({}).sort("takenUntil", ASCENDING).limit(limit)
+    return [document async for document in cursor]
 
 
 async def ended(db: Database, task_id: str, run_id: int) -> None:

@@ -31,10 +31,6 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
     ),
     "pending_leases": (IndexModel([("leasedUntil", ASCENDING)], name="by_lease_end"),),
     "claimed_runs": (IndexModel([("taskQueueId", ASCENDING)], name="by_queue"),),
-    "dependencies": (
-        IndexModel([("required", ASCENDING), ("dependent", ASCENDING)], name="by_required"),
-        IndexModel([("dependent", ASCENDING), ("required", ASCENDING)], name="edge", unique=True),
-    ),
     "task_groups": (IndexModel([("expires", ASCENDING)], name="by_expires"),),
     "artifacts": (
         IndexModel(

@@ -1,29 +1,33 @@
-"""Dependency edges between tasks (reference §5): one document per (dependent, required).
+"""Task dependencies (reference §5), kept so that every step is a lookup by `_id`.
 
-createTask writes the edges *before* reading the required tasks' states, so a dependency
-resolving at the same moment is seen either by this read or by the resolver that marks
-edges satisfied: never by neither.
+- Each task with dependencies carries, in its own document, `waiting`: one key per
+  dependency not yet satisfied, and `depsLeft`, their number. Satisfying an edge is one
+  conditional update of the dependent (`waiting.<required>` must still be there), so it
+  happens exactly once however often it is repeated, and a fan-in of 10,000 costs O(1)
+  per completed dependency.
+- Each required task has a `dependents` document listing who waits for it, split by the
+  dependents' `requires` (a failed or exception dependency satisfies only `all-resolved`).
+  A resolution reads that one document and satisfies its dependents in batches.
+
+createTask writes the dependents lists *before* reading the required tasks' states, so a
+dependency resolving at the same moment is seen either by that read or by the resolver:
+never by neither. Both paths use the same idempotent update.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-
-from pymongo import ASCENDING
-from pymongo.errors import BulkWriteError
+from typing import Any
 
 from shared.db import Database
 from shared.models import RunState, TaskDefinition
 from shared.timeutil import format_ts
 from shared.transitions import TaskRecord
 
-COLLECTION = "dependencies"
-WRITE_BATCH = 1000
-_DUPLICATE_KEY = 11000
-
-
-def edge_id(dependent: str, required: str) -> str:
-    return f"{dependent}/{required}"
+DEPENDENTS = "dependents"
+TASKS = "tasks"
+BATCH = 1000
+_LISTS = {"all-completed": "completed", "all-resolved": "resolved"}
 
 
 def satisfies(required: TaskRecord, requires: str) -> bool:
@@ -54,43 +58,62 @@ def problems(task: TaskDefinition, found: Mapping[str, TaskRecord]) -> list[str]
     return messages
 
 
-async def write_edges(db: Database, dependent: TaskRecord) -> None:
-    task = dependent.definition
-    documents = [
-        {
-            "_id": edge_id(dependent.task_id, required),
-            "dependent": dependent.task_id,
-            "required": required,
-            "requires": task.requires,
-            "satisfied": False,
-            "expires": task.expires,
-        }
-        for required in task.dependencies
-    ]
-    for start in range(0, len(documents), WRITE_BATCH):
-        try:
-            await db[COLLECTION].insert_many(documents[start : start + WRITE_BATCH], ordered=False)
-        except BulkWriteError as exc:  # a repeated createTask finds its edges already there
-            if any(e.get("code") != _DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+def waiting_fields(task: TaskDefinition) -> dict[str, Any]:
+    """The fields a new task with dependencies is stored with."""
+    return {"waiting": dict.fromkeys(task.dependencies, 1), "depsLeft": len(task.dependencies)}
 
 
-async def mark_satisfied(db: Database, dependent: str, required: Iterable[str]) -> None:
-    ids = [edge_id(dependent, r) for r in required]
-    for start in range(0, len(ids), WRITE_BATCH):
-        await db[COLLECTION].update_many(
-            {"_id": {"$in": ids[start : start + WRITE_BATCH]}}, {"$set": {"satisfied": True}}
+async def register(db: Database, dependent: str, task: TaskDefinition) -> None:
+    """Add `dependent` to the dependents list of each of its dependencies (idempotent)."""
+    field = _LISTS[task.requires]
+    for required in task.dependencies:
+        await db[DEPENDENTS].update_one(
+            {"_id": required}, {"$addToSet": {field: dependent}}, upsert=True
         )
 
 
-async def delete_edges(db: Database, dependent: str) -> None:
-    await db[COLLECTION].delete_many({"dependent": dependent})
+async def unregister(db: Database, dependent: str, task: TaskDefinition) -> None:
+    field = _LISTS[task.requires]
+    for required in task.dependencies:
+        await db[DEPENDENTS].update_one({"_id": required}, {"$pull": {field: dependent}})
 
 
-async def dependents_page(db: Database, required: str, after: str | None, limit: int) -> list[str]:
-    """Dependents of `required`, ordered by taskId, starting after `after`."""
-    query: dict[str, object] = {"required": required}
-    if after is not None:
-        query["dependent"] = {"$gt": after}
-    cursor = db[COLLECTION].find(query, {"dependent": 1}).sort("dependent", ASCENDING).limit(limit)
-    return [document["dependent"] async for document in cursor]
+async def satisfy(db: Database, required: str, dependents: Iterable[str]) -> list[str]:
+    """Mark `required` satisfied for these dependents; return those now waiting for
+    nothing and still unscheduled (ready to be scheduled). Safe to repeat."""
+    ready: list[str] = []
+    ids = list(dependents)
+    for start in range(0, len(ids), BATCH):
+        batch = ids[start : start + BATCH]
+        await db[TASKS].update_many(
+            {"_id": {"$in": batch}, f"waiting.{required}": {"$exists": True}},
+            {"$unset": {f"waiting.{required}": ""}, "$inc": {"depsLeft": -1}},
+        )
+        cursor = db[TASKS].find(
+            {"_id": {"$in": batch}, "depsLeft": {"$lte": 0}, "runs.0": {"$exists": False}},
+            {"_id": 1},
+        )
+        ready += [document["_id"] async for document in cursor]
+    return ready
+
+
+async def dependents_of(db: Database, required: str, *, completed: bool) -> list[str]:
+    """Who a resolution of `required` satisfies: every dependent if it completed, only
+    the `all-resolved` ones if it failed or ended in an exception."""
+    document = await db[DEPENDENTS].find_one({"_id": required})
+    if document is None:
+        return []
+    found = list(document.get("resolved", []))
+    if completed:
+        found += document.get("completed", [])
+    return found
+
+
+async def all_dependents(db: Database, required: str) -> list[str]:
+    document = await db[DEPENDENTS].find_one({"_id": required}) or {}
+    return sorted({*document.get("completed", []), *document.get("resolved", [])})
+
+
+async def waiting_count(db: Database, dependent: str) -> int | None:
+    document = await db[TASKS].find_one({"_id": dependent}, {"depsLeft": 1})
+    return None if document is None else int(document.get("depsLeft", 0))

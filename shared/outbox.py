@@ -16,12 +16,20 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from shared import claims, pending
+from shared import claims, pending, taskgroups
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
 from shared.timeutil import utcnow
-from shared.transitions import ClaimEnded, ClaimStarted, Dequeue, Effect, Enqueue
+from shared.transitions import (
+    ClaimEnded,
+    ClaimExtended,
+    ClaimStarted,
+    Dequeue,
+    Effect,
+    Enqueue,
+    GroupMemberResolved,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +68,19 @@ def effect_document(effect: Effect) -> dict[str, Any]:
             "workerGroup": effect.worker_group,
             "workerId": effect.worker_id,
             "started": effect.started,
+            "takenUntil": effect.taken_until,
+        }
+    if isinstance(effect, ClaimExtended):
+        return {
+            "kind": "claim-extended",
+            "taskId": effect.task_id,
+            "runId": effect.run_id,
+            "takenUntil": effect.taken_until,
         }
     if isinstance(effect, ClaimEnded):
         return {"kind": "claim-ended", "taskId": effect.task_id, "runId": effect.run_id}
+    if isinstance(effect, GroupMemberResolved):
+        return {"kind": "group-member-resolved", "taskGroupId": effect.task_group_id}
     return {
         "kind": "reprioritize",
         "taskId": effect.task_id,
@@ -110,8 +128,14 @@ class Outbox:
             await pending.remove(self.db, document["taskId"], document["runId"])
         elif kind == "claim-started":
             await claims.started(self.db, document)
+        elif kind == "claim-extended":
+            await claims.extended(
+                self.db, document["taskId"], document["runId"], document["takenUntil"]
+            )
         elif kind == "claim-ended":
             await claims.ended(self.db, document["taskId"], document["runId"])
+        elif kind == "group-member-resolved":
+            await taskgroups.member_resolved(self.db, document["taskGroupId"])
         elif kind == "reprioritize":
             await pending.set_priority(
                 self.db, document["taskId"], document["runId"], document["priority"]

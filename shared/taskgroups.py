@@ -74,3 +74,17 @@ def info(group: dict[str, Any]) -> dict[str, Any]:
         "schedulerId": group["schedulerId"],
         **task_group_info(group),
     }
+
+
+async def member_added(db: Database, task_group_id: str) -> None:
+    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": 1}})
+
+
+async def member_resolved(db: Database, task_group_id: str) -> None:
+    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
+
+
+def all_resolved(group: dict[str, Any]) -> bool:
+    """No task of the group is left that never resolved (approximate under crashes, and
+    it may hold more than once, as upstream's task-group-resolved)."""
+    return int(group.get("unresolved", 0)) <= 0

@@ -160,13 +160,17 @@ class TaskStore:
         return {record.task_id: record for record in records if record is not None}
 
     async def insert(
-        self, record: TaskRecord, effects: tuple[Effect, ...] = ()
+        self,
+        record: TaskRecord,
+        effects: tuple[Effect, ...] = (),
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> TaskRecord | None:
         """Insert a new task with the effects of its creation in its outbox, then carry
         them out. None if the taskId is already taken."""
         documents = [effect_document(effect) for effect in effects]
         keys = [outbox_key(record.version, index) for index in range(len(documents))]
-        document = to_document(record)
+        document = {**to_document(record), **(extra or {})}
         if documents:
             document["outbox"] = dict(zip(keys, documents, strict=True))
             document["outboxDue"] = utcnow()

@@ -74,6 +74,14 @@ class ClaimStarted:
     worker_group: str
     worker_id: str
     started: datetime
+    taken_until: datetime
+
+
+@dataclass(frozen=True)
+class ClaimExtended:
+    task_id: str
+    run_id: int
+    taken_until: datetime
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,23 @@ class ClaimEnded:
     run_id: int
 
 
-Effect = events.Message | Enqueue | Dequeue | Reprioritize | ClaimStarted | ClaimEnded
+@dataclass(frozen=True)
+class GroupMemberResolved:
+    """A task of the group resolved for the first time (its group counts what is left)."""
+
+    task_group_id: str
+
+
+Effect = (
+    events.Message
+    | Enqueue
+    | Dequeue
+    | Reprioritize
+    | ClaimStarted
+    | ClaimExtended
+    | ClaimEnded
+    | GroupMemberResolved
+)
 
 
 @dataclass(frozen=True)
@@ -244,6 +268,7 @@ def _resolve_open_as_exception(
             scheduled=now,
             resolved=now,
         )
+        effects += _first_resolution(record)
         record = _with_runs(record, [run], ever_resolved=True)
         changed = True
     elif last.state in _OPEN:
@@ -254,6 +279,7 @@ def _resolve_open_as_exception(
         run = last.model_copy(
             update={"state": RunState.EXCEPTION, "reasonResolved": reason, "resolved": now}
         )
+        effects += _first_resolution(record)
         record = _with_runs(record, [*record.runs[:-1], run], ever_resolved=True)
         changed = True
     else:
@@ -313,7 +339,13 @@ def claim(
         (
             Dequeue(record.task_id, run_id),
             ClaimStarted(
-                record.definition.taskQueueId, record.task_id, run_id, worker_group, worker_id, now
+                record.definition.taskQueueId,
+                record.task_id,
+                run_id,
+                worker_group,
+                worker_id,
+                now,
+                taken_until,
             ),
             events.task_running(claimed.status, running, claimed.definition),
         ),
@@ -330,8 +362,12 @@ def reclaim(record: TaskRecord, run_id: int, *, now: datetime, claim_timeout_s: 
             f"Run {run_id} of task {record.task_id} is not running (it is {run.state}): it was "
             "resolved, cancelled or its claim expired; stop working on it"
         )
-    running = run.model_copy(update={"takenUntil": now + timedelta(seconds=claim_timeout_s)})
-    return Outcome(_with_runs(record, [*record.runs[:-1], running]))
+    taken_until = now + timedelta(seconds=claim_timeout_s)
+    running = run.model_copy(update={"takenUntil": taken_until})
+    return Outcome(
+        _with_runs(record, [*record.runs[:-1], running]),
+        (ClaimExtended(record.task_id, run_id, taken_until),),
+    )
 
 
 # --- resolving --------------------------------------------------------------------------
@@ -381,7 +417,17 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
             (ended, *_resolution_events(retried, resolved_run), *_made_pending(retried, retry_run)),
         )
     resolved = _with_runs(record, runs, ever_resolved=True)
-    return Outcome(resolved, (ended, *_resolution_events(resolved, resolved_run)))
+    return Outcome(
+        resolved,
+        (ended, *_resolution_events(resolved, resolved_run), *_first_resolution(record)),
+    )
+
+
+def _first_resolution(before: TaskRecord) -> list[Effect]:
+    if before.ever_resolved:
+        return []
+    assert before.definition.taskGroupId is not None
+    return [GroupMemberResolved(before.definition.taskGroupId)]
 
 
 def _resolution_events(record: TaskRecord, run: Run) -> list[Effect]:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.queue.context import QueueContext
-from shared import dependencies, errors, paging, taskgroups, transitions
+from shared import deadlines, dependencies, errors, paging, taskgroups, transitions
 from shared.api import Call, Endpoint
 from shared.ids import SLUGID_PATTERN
 from shared.models import (
@@ -233,9 +233,9 @@ class TasksApi:
         task_id = call.params["taskId"]
         await self.store.require(task_id)
         limit = paging.limit(call.query)
-        ids = await dependencies.dependents_page(
-            self.ctx.db, task_id, paging.decode_str(call.query), limit + 1
-        )
+        after = paging.decode_str(call.query)
+        everyone = await dependencies.all_dependents(self.ctx.db, task_id)
+        ids = [i for i in everyone if after is None or i > after][: limit + 1]
         page = ids[:limit]
         found = await self.store.load_many(page)
         out: dict[str, Any] = {
@@ -276,13 +276,17 @@ class TasksApi:
         )
 
         record = TaskRecord.new(task_id, task)
+        await deadlines.add(self.ctx.db, task_id, task.deadline)
         if not task.dependencies:
             # The common case in one write: the task, run 0 and its events together.
             outcome = transitions.defined(record, schedule=True, now=now)
             if await self.store.insert(outcome.record, outcome.effects) is not None:
+                await taskgroups.member_added(self.ctx.db, task.taskGroupId)
                 return status_body(outcome.record)
-        elif await self.store.insert(record) is not None:
-            return status_body(await self._track_dependencies(record, created=True))
+        elif await self.store.insert(record, extra=dependencies.waiting_fields(task)) is not None:
+            tracked = await self._track_dependencies(record, created=True)
+            await taskgroups.member_added(self.ctx.db, task.taskGroupId)
+            return status_body(tracked)
         # The taskId is taken: the same definition repeated is a success, else 409.
         existing = await self.store.require(task_id)
         if not same_definition(existing.record.definition, task):
@@ -296,17 +300,18 @@ class TasksApi:
 
     async def _track_dependencies(self, record: TaskRecord, *, created: bool) -> TaskRecord:
         db, task = self.ctx.db, record.definition
-        await dependencies.write_edges(db, record)
+        await dependencies.register(db, record.task_id, task)
         found = await self.store.load_many(list(task.dependencies))
         problems = dependencies.problems(task, found)
         if problems:
             if created:  # upstream inserts first and takes the task back on a bad dependency
-                await dependencies.delete_edges(db, record.task_id)
+                await dependencies.unregister(db, record.task_id, task)
                 await self.store.delete(record.task_id)
             raise errors.InputError("\n".join(problems))
-        satisfied = [d for d, r in found.items() if dependencies.satisfies(r, task.requires)]
-        await dependencies.mark_satisfied(db, record.task_id, satisfied)
-        ready = len(satisfied) == len(task.dependencies)
+        for required, found_record in found.items():
+            if dependencies.satisfies(found_record, task.requires):
+                await dependencies.satisfy(db, required, [record.task_id])
+        ready = await dependencies.waiting_count(db, record.task_id) == 0
         outcome = await self.store.mutate(
             record.task_id, lambda r: transitions.defined(r, schedule=ready, now=utcnow())
         )

@@ -466,7 +466,10 @@ async def test_insert_many_with_duplicate_in_the_middle(mongo_db: Database) -> N
 
 
 async def test_unique_indexes_raise_duplicate_key_error(mongo_db: Database) -> None:
-    deps = mongo_db["dependencies"]
+    deps = mongo_db["compat_pairs"]
+    await deps.create_indexes(
+        [IndexModel([("dependent", ASCENDING), ("required", ASCENDING)], name="edge", unique=True)]
+    )
     await deps.insert_one({"dependent": "a", "required": "b"})
     with pytest.raises(DuplicateKeyError) as info:
         await deps.insert_one({"dependent": "a", "required": "b"})
@@ -618,11 +621,10 @@ async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> N
     tasks_info = await mongo_db["tasks"].index_information()
     assert tasks_info["by_taken_until"]["key"] == [("takenUntil", 1)]
 
-    listed = await (await mongo_db["dependencies"].list_indexes()).to_list()
+    listed = await (await mongo_db["pending_leases"].list_indexes()).to_list()
     by_name = {ix["name"]: ix for ix in listed}
-    assert set(by_name) == {"_id_", "by_required", "edge"}
-    assert list(by_name["edge"]["key"].items()) == [("dependent", 1), ("required", 1)]
-    assert by_name["edge"]["unique"] is True
+    assert set(by_name) == {"_id_", "by_lease_end"}
+    assert list(by_name["by_lease_end"]["key"].items()) == [("leasedUntil", 1)]
 
     # Start-up re-runs ensure_indexes: an identical spec (one index per command) is a no-op.
     await dbmod.ensure_indexes(mongo_db)

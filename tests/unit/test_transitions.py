@@ -95,13 +95,21 @@ def messages(outcome: Outcome) -> list[Message]:
     return [e for e in outcome.effects if isinstance(e, Message)]
 
 
+BOOKKEEPING = (
+    transitions.ClaimStarted,
+    transitions.ClaimExtended,
+    transitions.ClaimEnded,
+    transitions.GroupMemberResolved,
+)
+
+
 def kinds(outcome: Outcome) -> list[str]:
     """Each effect as a short label: the event name for messages, else the class name.
     The claimed-runs bookkeeping is left out here and tested on its own below."""
     return [
         e.event if isinstance(e, Message) else type(e).__name__
         for e in outcome.effects
-        if not isinstance(e, transitions.ClaimStarted | transitions.ClaimEnded)
+        if not isinstance(e, BOOKKEEPING)
     ]
 
 
@@ -692,7 +700,11 @@ def test_claim_of_a_cancelled_run_conflicts() -> None:
 def test_reclaim_moves_taken_until_without_messages() -> None:
     record = running()
     outcome = transitions.reclaim(record, 0, now=LATER, claim_timeout_s=60)
-    assert outcome.changed and outcome.effects == ()
+    assert outcome.changed and kinds(outcome) == []  # no message, only bookkeeping
+    (extended,) = outcome.effects
+    assert extended == transitions.ClaimExtended(
+        TASK_ID, outcome.record.runs[-1].runId, outcome.record.runs[-1].takenUntil
+    )
     assert outcome.record.taken_until == LATER + timedelta(seconds=60)
     run = outcome.record.runs[0]
     assert (run.state, run.workerGroup, run.workerId, run.started) == ("running", WG, WID, NOW)
@@ -824,7 +836,9 @@ def test_repeating_the_same_report_succeeds_and_resends(resolution: str) -> None
     first = resolve(running(), resolution)
     again = transitions.resolve(first.record, 0, resolution, now=LATER + timedelta(minutes=1))
     assert not again.changed and again.record == first.record
-    assert again.effects == first.effects
+    assert again.effects == tuple(
+        e for e in first.effects if not isinstance(e, transitions.GroupMemberResolved)
+    )  # the group counts a task's first resolution only
     assert again.effects  # something is re-sent
 
 
@@ -1096,7 +1110,15 @@ def _bookkeeping(outcome: Outcome) -> list[object]:
 def test_a_claim_is_counted_with_its_worker_and_start() -> None:
     outcome = claim(pending())
     assert _bookkeeping(outcome) == [
-        transitions.ClaimStarted(outcome.record.definition.taskQueueId, TASK_ID, 0, WG, WID, NOW)
+        transitions.ClaimStarted(
+            outcome.record.definition.taskQueueId,
+            TASK_ID,
+            0,
+            WG,
+            WID,
+            NOW,
+            outcome.record.runs[0].takenUntil,
+        )
     ]
 
 
@@ -1115,3 +1137,18 @@ def test_every_end_of_a_running_run_uncounts_it_once(end: Any) -> None:
 
 def test_cancelling_a_pending_run_touches_no_claim() -> None:
     assert _bookkeeping(transitions.cancel(pending(), LATER)) == []
+
+
+def test_only_a_first_resolution_is_counted_for_the_group() -> None:
+    def counted(outcome: Outcome) -> int:
+        return sum(isinstance(e, transitions.GroupMemberResolved) for e in outcome.effects)
+
+    first = resolve(running(), "failed")
+    assert counted(first) == 1
+    assert counted(transitions.resolve(first.record, 0, "failed", now=LATER)) == 0
+    rerun = transitions.rerun(first.record, LATER)
+    again = resolve(claim(rerun.record).record, "completed")
+    assert counted(again) == 0  # ever resolved already
+    retried = resolve(running(), "worker-shutdown")
+    assert counted(retried) == 0  # a retry is not a resolution
+    assert counted(transitions.cancel(unscheduled(), LATER)) == 1
