@@ -102,3 +102,8 @@ def task_queue_of_routing_key(routing_key: str) -> str | None:
     if len(words) < 10 or words[0] != "primary" or _EMPTY in (words[5], words[6]):
         return None
     return f"{words[5]}/{words[6]}"
+
+
+# Durable queues of Flotilla's own services (competing consumers share one).
+DEPENDENCY_RESOLVER_QUEUE = "flotilla/dependency-resolver"
+RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")

@@ -213,3 +213,50 @@ def _drop_database(mongo_url: str, name: str) -> None:
 
     with pymongo.MongoClient(mongo_url, serverSelectionTimeoutMS=5000) as client:
         client.drop_database(name)
+
+
+def launch_service(
+    module: str,
+    directory: Path,
+    *,
+    database: str,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a background service (`services.<module>`) against `database`."""
+    log_path = directory / f"{module}-{uuid.uuid4().hex[:6]}.log"
+    env = {**os.environ, "FLOTILLA_MONGO_DB": database, **(extra_env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"services.{module}"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+    time.sleep(0.2)
+    if process.poll() is not None:
+        pytest.fail(f"services.{module} exited with {process.returncode}:\n{log_path.read_text()}")
+    return process
+
+
+@dataclass(frozen=True)
+class Platform:
+    queue: RunningService
+    processes: dict[str, subprocess.Popen[bytes]]
+
+
+@pytest.fixture(scope="session")
+def platform(
+    queue_service: RunningService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Platform]:
+    """The session's queue plus a dependency-resolver and a claim-expiry on its database."""
+    directory = tmp_path_factory.mktemp("platform")
+    processes = {
+        name: launch_service(name, directory, database=queue_service.mongo_db)
+        for name in ("dependency_resolver", "claim_expiry")
+    }
+    try:
+        yield Platform(queue_service, processes)
+    finally:
+        for process in processes.values():
+            stop_process(process)

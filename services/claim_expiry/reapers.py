@@ -1,0 +1,183 @@
+"""Resolving what time ran out on: claims past `takenUntil`, tasks past their deadline,
+and data past its `expires`.
+
+Each loop sleeps until the earliest thing it knows is due (claims: the first
+`takenUntil` among the runs held, woken early by task-running events; deadlines: the
+next second boundary), rather than polling on a fixed period. Every action is a
+transition through the task store, so a reclaim that moved `takenUntil`, a report, or
+another replica acting first turns it into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared import claims, deadlines, errors, pending, taskgroups, transitions
+from shared.broker import Binding
+from shared.dependencies import DEPENDENTS
+from shared.service import Runtime
+from shared.taskstore import TASKS, from_document
+from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_SLEEP_S = 30.0
+CLAIM_BATCH = 100
+EXPIRY_INTERVAL_S = 600.0
+FIRST_SWEEP_S = 30.0
+EXPIRY_BATCH = 500
+
+
+class ClaimReaper:
+    def __init__(self, runtime: Runtime) -> None:
+        self.db = runtime.db
+        self.store = runtime.store
+        self.broker = runtime.broker
+        self.wake = asyncio.Event()
+
+    async def on_task_running(self, _message: AbstractIncomingMessage) -> None:
+        self.wake.set()  # a new claim may expire before the one we are sleeping towards
+
+    async def run(self) -> None:
+        wakeups = await self.broker.bind_queue(
+            "", [Binding("task-running", "#")], durable=False, exclusive=True
+        )
+        await wakeups.consume(self.on_task_running, no_ack=True)
+        while True:
+            self.wake.clear()
+            try:
+                next_due = await self.reap(utcnow())
+            except Exception:
+                log.exception("claim reaping failed; retrying")
+                next_due = None
+            delay = MAX_SLEEP_S
+            if next_due is not None:
+                delay = min(delay, max(0.0, (next_due - utcnow()).total_seconds()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+
+    async def reap(self, now: datetime) -> datetime | None:
+        """Expire every claim due by `now`; return when the next one falls due."""
+        for held in await claims.due(self.db, limit=CLAIM_BATCH):
+            taken_until = held.get("takenUntil")
+            if taken_until is not None and taken_until > now:
+                return taken_until
+            await self.expire(held, now)
+        return None
+
+    async def expire(self, held: dict[str, Any], now: datetime) -> None:
+        task_id, run_id = held["taskId"], held["runId"]
+        record = await self.store.load(task_id)
+        run = record.run(run_id) if record is not None else None
+        if (
+            record is None
+            or run is None
+            or record.taken_until is None
+            or run is not record.last_run
+        ):
+            await claims.ended(self.db, task_id, run_id)  # no longer held: stale bookkeeping
+            return
+        if record.taken_until > now:  # reclaimed: our copy of takenUntil was behind
+            await claims.extended(self.db, task_id, run_id, record.taken_until)
+            return
+        if record.definition.deadline <= now:
+            decide = lambda r: transitions.deadline_exceeded(r, now)  # noqa: E731
+        else:
+            taken_until = record.taken_until
+            decide = lambda r: transitions.expire_claim(r, run_id, taken_until, now)  # noqa: E731
+        outcome = await self.store.mutate(task_id, decide)
+        if outcome.changed:
+            log.info("claim expired", extra={"taskId": task_id, "runId": run_id})
+
+
+class DeadlineReaper:
+    def __init__(self, runtime: Runtime) -> None:
+        self.db = runtime.db
+        self.store = runtime.store
+
+    async def run(self) -> None:
+        while True:
+            try:
+                seconds = await deadlines.take_seconds(self.db, utcnow())
+            except Exception:
+                log.exception("deadline cursor failed; retrying")
+                seconds = None
+            if seconds is None:
+                now = utcnow()
+                next_second = now.replace(microsecond=0) + timedelta(seconds=1)
+                await asyncio.sleep((next_second - now).total_seconds() + 0.005)
+                continue
+            await self.resolve(seconds)
+
+    async def resolve(self, seconds: range) -> None:
+        for task_id in await deadlines.tasks_in(self.db, seconds):
+            await self.resolve_task(task_id)
+        await deadlines.drop(self.db, seconds)
+
+    async def resolve_task(self, task_id: str) -> None:
+        try:
+            outcome = await self.store.mutate(
+                task_id, lambda r: transitions.deadline_exceeded(r, utcnow())
+            )
+        except errors.ResourceNotFound:
+            return  # never stored (createTask failed) or already expired away
+        except Exception:
+            log.exception("deadline resolution failed", extra={"taskId": task_id})
+            return  # the periodic sweep repairs it
+        if outcome.changed:
+            log.info("deadline exceeded", extra={"taskId": task_id})
+
+
+class Expirer:
+    """Deletes tasks (and what hangs off them) and task groups past their `expires`. A
+    sweep over whole collections on FerretDB, so it runs rarely."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.db = runtime.db
+        self.store = runtime.store
+        self.deadlines = DeadlineReaper(runtime)
+
+    async def run(self) -> None:
+        await asyncio.sleep(FIRST_SWEEP_S)
+        while True:
+            try:
+                await self.overdue(utcnow())
+                await self.expire(utcnow())
+            except Exception:
+                log.exception("expiry sweep failed; retrying")
+            await asyncio.sleep(EXPIRY_INTERVAL_S)
+
+    async def overdue(self, now: datetime) -> None:
+        """The safety net for deadlines: open tasks well past theirs (a crash between
+        taking a second and resolving it, or tasks older than the cursor)."""
+        cutoff = now - timedelta(seconds=60)
+        cursor = (
+            self.db[TASKS].find({"deadlineDue": {"$lt": cutoff}}, {"_id": 1}).limit(EXPIRY_BATCH)
+        )
+        for task_id in [document["_id"] async for document in cursor]:
+            await self.deadlines.resolve_task(task_id)
+
+    async def expire(self, now: datetime) -> int:
+        deleted = 0
+        while True:
+            cursor = self.db[TASKS].find({"expires": {"$lt": now}}).limit(EXPIRY_BATCH)
+            batch = [from_document(document) async for document in cursor]
+            for record in batch:
+                for run in record.runs:
+                    await pending.remove(self.db, record.task_id, run.runId)
+                    await claims.ended(self.db, record.task_id, run.runId)
+                await self.db[DEPENDENTS].delete_one({"_id": record.task_id})
+                await self.store.delete(record.task_id)
+            deleted += len(batch)
+            if len(batch) < EXPIRY_BATCH:
+                break
+        await self.db[taskgroups.COLLECTION].delete_many({"expires": {"$lt": now}})
+        if deleted:
+            log.info("deleted %d expired tasks", deleted)
+        return deleted

@@ -1,0 +1,117 @@
+"""Turns resolved tasks into pending dependents, and announces resolved task groups.
+
+Consumes task-completed / task-failed / task-exception from one durable queue shared by
+every replica (competing consumers) and acknowledges a message only once its work is
+stored, so a crash means redelivery, and every step below is safe to repeat:
+satisfying an edge is a conditional update of the dependent, scheduling is a transition
+that does nothing once run 0 exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+
+from aio_pika.abc import AbstractIncomingMessage
+
+from shared import dependencies, errors, events, taskgroups, transitions
+from shared.broker import Binding
+from shared.routing import DEPENDENCY_RESOLVER_QUEUE, RESOLUTION_EVENTS
+from shared.service import Runtime
+from shared.taskstore import TASKS
+from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+PREFETCH = 16
+SCHEDULE_CONCURRENCY = 16
+SWEEP_INTERVAL_S = 60.0
+RETRY_DELAY_S = 1.0
+
+
+class Resolver:
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.db = runtime.db
+        self.store = runtime.store
+
+    async def resolved(self, task_id: str) -> int:
+        """Handle one resolution of `task_id`; returns how many dependents it scheduled."""
+        record = await self.store.load(task_id)
+        if record is None or record.is_open:
+            return 0  # gone, or retried/rerun since: not a resolution (any more)
+        last = record.last_run
+        assert last is not None
+        completed = last.state == "completed"
+        waiting = await dependencies.dependents_of(self.db, task_id, completed=completed)
+        ready = await dependencies.satisfy(self.db, task_id, waiting)
+        scheduled = await self.schedule(ready)
+        await self.announce_group(record.definition.taskGroupId)
+        return scheduled
+
+    async def schedule(self, task_ids: list[str]) -> int:
+        limit = asyncio.Semaphore(SCHEDULE_CONCURRENCY)
+
+        async def one(task_id: str) -> bool:
+            async with limit:
+                try:
+                    outcome = await self.store.mutate(
+                        task_id, lambda r: transitions.schedule(r, utcnow())
+                    )
+                except (errors.RequestConflict, errors.ResourceNotFound):
+                    return False  # past its deadline (the deadline resolver has it) or gone
+                return outcome.changed
+
+        return sum(await asyncio.gather(*(one(task_id) for task_id in task_ids)))
+
+    async def announce_group(self, task_group_id: str | None) -> None:
+        group = await taskgroups.get(self.db, task_group_id) if task_group_id else None
+        if group is not None and taskgroups.all_resolved(group):
+            await self.store.publish([events.task_group_resolved(group)])
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            task_id = json.loads(message.body)["status"]["taskId"]
+        except (ValueError, KeyError, TypeError):
+            log.error("dropping a message that names no task: %r", message.body[:200])
+            await message.reject(requeue=False)
+            return
+        try:
+            count = await self.resolved(task_id)
+        except Exception:
+            log.exception("resolution failed; will be redelivered", extra={"taskId": task_id})
+            await asyncio.sleep(RETRY_DELAY_S)
+            await message.nack(requeue=True)
+            return
+        await message.ack()
+        if count:
+            log.info("scheduled %d dependents", count, extra={"taskId": task_id})
+
+    async def consume(self) -> None:
+        queue = await self.rt.broker.bind_queue(
+            DEPENDENCY_RESOLVER_QUEUE,
+            [Binding(event, "#") for event in RESOLUTION_EVENTS],
+            durable=True,
+            prefetch=PREFETCH,
+        )
+        await queue.consume(self.on_message)
+        await asyncio.Future()  # consume until cancelled
+
+    async def sweep(self) -> None:
+        """The safety net: a dependent whose dependencies are all satisfied but that a
+        crash left unscheduled gets scheduled (reads every task on FerretDB, so rarely)."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            try:
+                cutoff = utcnow() - timedelta(seconds=SWEEP_INTERVAL_S / 2)
+                cursor = self.db[TASKS].find(
+                    {"depsLeft": {"$lte": 0}, "runs.0": {"$exists": False}},
+                    {"_id": 1, "deadline": 1},
+                )
+                stuck = [d["_id"] async for d in cursor if d["deadline"] > cutoff]
+                if stuck and (count := await self.schedule(stuck)):
+                    log.warning("sweep scheduled %d dependents a crash left behind", count)
+            except Exception:
+                log.exception("dependency sweep failed; retrying")
