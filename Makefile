@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 LOCAL := deploy/local
 PYTEST_ARGS ?=
 
-.PHONY: help system venv infra up down status test unit lint format bench clean
+.PHONY: help system venv infra up down status test soak unit lint format bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ status: ## show which services run
 
 test: infra ## start what tests need, then run the whole suite
 	@$(VPY) -m pytest $(PYTEST_ARGS)
+
+SOAK_TASKS ?= 1000
+SOAK_ROUNDS ?= 3
+soak: infra ## long crash loops: a 1,000-task graph while services are killed, 3 times
+	@FLOTILLA_SOAK_TASKS=$(SOAK_TASKS) FLOTILLA_SOAK_ROUNDS=$(SOAK_ROUNDS) \
+		$(VPY) -m pytest tests/integration/test_crash_recovery.py --timeout=3600 $(PYTEST_ARGS)
 
 unit: venv ## only the unit tests (no servers needed)
 	@$(VPY) -m pytest tests/unit $(PYTEST_ARGS)

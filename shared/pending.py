@@ -23,6 +23,7 @@ repeat.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,9 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from shared.db import Database
+from shared.timeutil import utcnow
+
+log = logging.getLogger(__name__)
 
 COLLECTION = "pending_entries"  # one per (run, priority)
 HEADS = "pending_heads"  # per task queue: h<p>/t<p> counters and the entry count
@@ -202,6 +206,17 @@ async def release(db: Database, lease: Lease) -> None:
     if await db[COLLECTION].find_one({"_id": key}) is not None:
         await _link(db, lease.entry, key)
     await finish_slot(db, lease.slot)
+
+
+async def run_lease_sweeper(db: Database, *, interval_s: float) -> None:
+    """Forever: entries of claimers that died mid-claim go back once their lease lapses."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if count := await sweep_leases(db, now=utcnow()):
+                log.warning("re-queued %d pending entries of claims that never finished", count)
+        except Exception:
+            log.exception("pending lease sweep failed; retrying")
 
 
 async def sweep_leases(db: Database, *, now: datetime) -> int:

@@ -40,7 +40,7 @@ STORE = web.AppKey("auth_store", AuthStore)
 # scans the tasks collection on FerretDB (only _id lookups are indexed there), so it runs
 # soon after start-up (to recover what a crash of this or another replica left) and
 # then rarely.
-RELAY_FIRST_S = 6.0
+RELAY_FIRST_S = 2.0
 RELAY_INTERVAL_S = 30.0
 RELAY_GRACE_S = 5.0
 LEASE_SWEEP_INTERVAL_S = 15.0  # leave a live writer time to deliver its own effects
@@ -111,7 +111,10 @@ def build_app(settings: Settings) -> web.Application:
                 ),
             ),
             _supervised("claim sweeper", waiters.run_sweeper),
-            _supervised("pending lease sweeper", lambda: _sweep_leases_forever(database)),
+            _supervised(
+                "pending lease sweeper",
+                lambda: pending.run_lease_sweeper(database, interval_s=LEASE_SWEEP_INTERVAL_S),
+            ),
         ]
         yield
         await tasks.drain()  # bookkeeping of the last answered requests
@@ -145,17 +148,6 @@ def _supervised(name: str, loop: Callable[[], Awaitable[None]]) -> asyncio.Task[
             raise SystemExit(70) from None
 
     return asyncio.create_task(run(), name=name)
-
-
-async def _sweep_leases_forever(database: dbmod.Database) -> None:
-    """Entries of claimers that died mid-claim go back in the queue once the lease lapses."""
-    while True:
-        await asyncio.sleep(LEASE_SWEEP_INTERVAL_S)
-        try:
-            if count := await pending.sweep_leases(database, now=utcnow()):
-                log.warning("re-queued %d pending entries of claims that never finished", count)
-        except Exception:
-            log.exception("pending lease sweep failed; retrying")
 
 
 class _LazyBroker:
