@@ -1,0 +1,287 @@
+"""Task graphs and lapsed claims (`python -m bench graphs`): how fast dependencies are
+resolved and claims expired, with the queue, a dependency-resolver and a claim-expiry
+running as real processes on one fresh database.
+
+- fan-out: a root with N dependents; root completed → the last dependent pending.
+- fan-in: N tasks and a sink depending on all; the last one completed → sink pending.
+- chain: depth D; per hop, reportCompleted returned → the next task claimed by a waiting
+  claimWork.
+- expiry: K claims left to lapse (2 s claims); retry run scheduled − takenUntil.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import taskcluster
+import taskcluster.aio
+
+from bench.bench_queue import (
+    REPO,
+    QueueService,
+    new_task_queue_id,
+    print_table,
+    progress,
+    queue_service,
+    session_for,
+    summary_ms,
+    task_definition,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CLAIM_TIMEOUT_S = 2
+
+
+def _start(name: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+
+
+@asynccontextmanager
+async def platform(label: str, log_dir: Path) -> AsyncIterator[QueueService]:
+    """The queue (bench_queue's), plus the two background services on its database."""
+    async with queue_service(label, log_dir) as service:
+        env = {
+            **os.environ,
+            "FLOTILLA_MONGO_DB": service.database,
+            "FLOTILLA_CLAIM_TIMEOUT": str(CLAIM_TIMEOUT_S),
+        }
+        processes = [
+            await asyncio.to_thread(_start, name, env, log_dir / f"{name}-{label}.log")
+            for name in ("dependency_resolver", "claim_expiry")
+        ]
+        try:
+            await asyncio.sleep(1.0)
+            yield service
+        finally:
+            for process in processes:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+async def create_all(
+    queue: taskcluster.aio.Queue, tasks: list[tuple[str, dict[str, Any]]], concurrency: int = 16
+) -> None:
+    limit = asyncio.Semaphore(concurrency)
+    done = 0
+
+    async def one(task_id: str, definition: dict[str, Any]) -> None:
+        nonlocal done
+        async with limit:
+            await queue.createTask(task_id, definition)
+        done += 1
+        if done % 1000 == 0:
+            progress(f"  created {done}/{len(tasks)}")
+
+    await asyncio.gather(*(one(t, d) for t, d in tasks))
+
+
+async def claim_and_complete(
+    service: QueueService, queue: taskcluster.aio.Queue, tq: str, count: int
+) -> float:
+    """Complete `count` tasks of `tq` with 4 concurrent workers; returns when the last
+    reportCompleted returned (monotonic)."""
+    done, last = 0, 0.0
+
+    async def worker(worker_id: str) -> None:
+        nonlocal done, last
+        while done < count:
+            claims = await queue.claimWork(
+                tq, {"workerGroup": "bench", "workerId": worker_id, "tasks": 16}
+            )
+            for claim in claims["tasks"]:
+                await queue.reportCompleted(claim["status"]["taskId"], str(claim["runId"]))
+                done += 1
+                last = time.monotonic()
+                if done % 1000 == 0:
+                    progress(f"  completed {done}/{count}")
+
+    await asyncio.gather(*(worker(f"w{i}") for i in range(4)))
+    return last
+
+
+async def wait_until(probe: Any, interval_s: float = 0.005, limit_s: float = 600) -> float:
+    give_up = time.monotonic() + limit_s
+    while not await probe():
+        if time.monotonic() > give_up:
+            raise TimeoutError("condition never held")
+        await asyncio.sleep(interval_s)
+    return time.monotonic()
+
+
+async def fan_out(service: QueueService, size: int) -> dict[str, Any]:
+    async with session_for(64) as session:
+        queue = service.client(session)
+        root_tq, tq = new_task_queue_id("root"), new_task_queue_id("fanout")
+        root = taskcluster.slugId()
+        await queue.createTask(root, task_definition(root_tq))
+        progress(f"fan-out: creating {size} dependents")
+        await create_all(
+            queue,
+            [
+                (taskcluster.slugId(), {**task_definition(tq), "dependencies": [root]})
+                for _ in range(size)
+            ],
+        )
+        claim = (await queue.claimWork(root_tq, {"workerGroup": "b", "workerId": "r"}))["tasks"]
+        await queue.reportCompleted(root, str(claim[0]["runId"]))
+        started = time.monotonic()
+
+        async def all_pending() -> bool:
+            return (await queue.pendingTasks(tq))["pendingTasks"] >= size
+
+        finished = await wait_until(all_pending, interval_s=0.05)
+    return {"size": size, "seconds": round(finished - started, 3)}
+
+
+async def fan_in(service: QueueService, size: int) -> dict[str, Any]:
+    async with session_for(64) as session:
+        queue = service.client(session)
+        tq, sink_tq = new_task_queue_id("fanin"), new_task_queue_id("sink")
+        ids = [taskcluster.slugId() for _ in range(size)]
+        progress(f"fan-in: creating {size} dependencies and the sink")
+        await create_all(queue, [(t, task_definition(tq)) for t in ids])
+        sink = taskcluster.slugId()
+        await queue.createTask(sink, {**task_definition(sink_tq), "dependencies": ids})
+        last_completed = await claim_and_complete(service, queue, tq, size)
+
+        async def sink_pending() -> bool:
+            return (await queue.status(sink))["status"]["state"] == "pending"
+
+        pending_at = await wait_until(sink_pending)
+    return {"size": size, "last_hop_ms": round((pending_at - last_completed) * 1000, 1)}
+
+
+async def chain(service: QueueService, depth: int) -> dict[str, Any]:
+    async with session_for(16) as session:
+        queue = service.client(session)
+        tq = new_task_queue_id("chain")
+        ids = [taskcluster.slugId() for _ in range(depth)]
+        for index, task_id in enumerate(ids):
+            deps = [ids[index - 1]] if index else []
+            await queue.createTask(task_id, {**task_definition(tq), "dependencies": deps})
+        hops: list[float] = []
+        completed_at: float | None = None
+        body = {"workerGroup": "bench", "workerId": "chain", "tasks": 1}
+        for index in range(depth):
+            claims: list[dict[str, Any]] = []
+            while not claims:
+                claims = (await queue.claimWork(tq, body))["tasks"]
+            if completed_at is not None:
+                hops.append(time.monotonic() - completed_at)
+            assert claims[0]["status"]["taskId"] == ids[index]
+            await queue.reportCompleted(ids[index], "0")
+            completed_at = time.monotonic()
+    return {"depth": depth, "hop": summary_ms(hops)}
+
+
+def _ts(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def expiry(service: QueueService, claims: int) -> dict[str, Any]:
+    async with session_for(32) as session:
+        queue = service.client(session)
+        tq = new_task_queue_id("expiry")
+        ids = [taskcluster.slugId() for _ in range(claims)]
+        await create_all(queue, [(t, task_definition(tq)) for t in ids])
+        held: list[dict[str, Any]] = []
+        while len(held) < claims:
+            got = await queue.claimWork(tq, {"workerGroup": "b", "workerId": "x", "tasks": 32})
+            held += got["tasks"]
+        await asyncio.sleep(CLAIM_TIMEOUT_S + 3)
+        lateness: list[float] = []
+        for claim in held:
+            status = (await queue.status(claim["status"]["taskId"]))["status"]
+            first = status["runs"][0]
+            if first.get("reasonResolved") == "claim-expired":
+                delta = _ts(first["resolved"]) - _ts(claim["takenUntil"])
+                lateness.append(delta.total_seconds())
+    return {"claims": claims, "expired": len(lateness), "late": summary_ms(lateness)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    log_dir = Path(tempfile.mkdtemp(prefix="flotilla-bench-graphs-"))
+    report: dict[str, Any] = {"benchmark": "graphs", "log_dir": str(log_dir)}
+    async with platform("graphs", log_dir) as service:
+        report["chain"] = await chain(service, args.chain)
+        progress(f"chain: {report['chain']['hop']}")
+        report["expiry"] = await expiry(service, args.expiry)
+        progress(f"expiry: {report['expiry']['late']}")
+        report["fan_out"] = await fan_out(service, args.fan_out)
+        progress(f"fan-out: {report['fan_out']}")
+        report["fan_in"] = await fan_in(service, args.fan_in)
+        progress(f"fan-in: {report['fan_in']}")
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    hop, late = report["chain"]["hop"], report["expiry"]["late"]
+    print_table(
+        "Dependencies and expiry (queue + dependency-resolver + claim-expiry processes)",
+        ["measure", "n", "p50", "p99", "max", "target"],
+        [
+            ["chain hop, ms", hop["n"], hop["p50_ms"], hop["p99_ms"], hop["max_ms"], "p50 < 50"],
+            [
+                "expiry: resolved - takenUntil, ms",
+                late["n"],
+                late["p50_ms"],
+                late["p99_ms"],
+                late["max_ms"],
+                "p99 < 1000",
+            ],
+            [
+                f"fan-out {report['fan_out']['size']}: root done -> all pending, s",
+                1,
+                report["fan_out"]["seconds"],
+                "",
+                "",
+                "< 3",
+            ],
+            [
+                f"fan-in {report['fan_in']['size']}: last done -> sink pending, ms",
+                1,
+                report["fan_in"]["last_hop_ms"],
+                "",
+                "",
+                "< 50",
+            ],
+        ],
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fan-out", type=int, default=10000)
+    parser.add_argument("--fan-in", type=int, default=10000)
+    parser.add_argument("--chain", type=int, default=100)
+    parser.add_argument("--expiry", type=int, default=100)
+    args = parser.parse_args(argv)
+    # The queue process reads its claim timeout from the environment it inherits.
+    os.environ["FLOTILLA_CLAIM_TIMEOUT"] = str(CLAIM_TIMEOUT_S)
+    report = asyncio.run(run(args))
+    print_report(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "graphs.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {RESULTS / 'graphs.json'}")
