@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pymongo import ReturnDocument
+
 from shared.db import Database
 from shared.models import RunState, TaskDefinition
 from shared.timeutil import format_ts
@@ -117,3 +119,51 @@ async def all_dependents(db: Database, required: str) -> list[str]:
 async def waiting_count(db: Database, dependent: str) -> int | None:
     document = await db[TASKS].find_one({"_id": dependent}, {"depsLeft": 1})
     return None if document is None else int(document.get("depsLeft", 0))
+
+
+def plan(
+    satisfied_by: Mapping[str, Iterable[str]],
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Split a batch of resolutions (required → the dependents it satisfies) into the
+    dependents satisfied by exactly one of them, grouped by that required task (done with
+    one update_many each), and those satisfied by several, with their required tasks (one
+    conditional update each, removing all of them at once). Pure."""
+    by_dependent: dict[str, list[str]] = {}
+    for required, dependents in satisfied_by.items():
+        for dependent in dependents:
+            by_dependent.setdefault(dependent, []).append(required)
+    single: dict[str, list[str]] = {}
+    multi: dict[str, list[str]] = {}
+    for dependent, requireds in by_dependent.items():
+        if len(requireds) == 1:
+            single.setdefault(requireds[0], []).append(dependent)
+        else:
+            multi[dependent] = sorted(requireds)
+    return single, multi
+
+
+async def satisfy_several(db: Database, dependent: str, requireds: list[str]) -> bool:
+    """Mark several required tasks satisfied for one dependent in one update (a fan-in
+    batch); returns whether it is now ready. Exactly once per edge: the update demands
+    every key it removes, and is retried on a fresh read if another resolver got there."""
+    for _attempt in range(20):
+        document = await db[TASKS].find_one({"_id": dependent}, {"waiting": 1, "runs": 1})
+        if document is None:
+            return False
+        present = [r for r in requireds if r in (document.get("waiting") or {})]
+        if not present:
+            return _ready(await db[TASKS].find_one({"_id": dependent}))
+        after = await db[TASKS].find_one_and_update(
+            {"_id": dependent, **{f"waiting.{r}": {"$exists": True} for r in present}},
+            {"$unset": {f"waiting.{r}": "" for r in present}, "$inc": {"depsLeft": -len(present)}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if after is not None:  # read back in the same step: others may have counted too
+            return _ready(after)
+    raise RuntimeError(f"dependent {dependent} kept changing under us")
+
+
+def _ready(document: Mapping[str, Any] | None) -> bool:
+    return (
+        document is not None and int(document.get("depsLeft", 0)) <= 0 and not document.get("runs")
+    )

@@ -25,7 +25,8 @@ from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-PREFETCH = 16
+PREFETCH = 512  # how many unacknowledged resolutions a replica holds
+BATCH = 256
 SCHEDULE_CONCURRENCY = 16
 SWEEP_INTERVAL_S = 60.0
 RETRY_DELAY_S = 1.0
@@ -36,19 +37,35 @@ class Resolver:
         self.rt = runtime
         self.db = runtime.db
         self.store = runtime.store
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
 
-    async def resolved(self, task_id: str) -> int:
-        """Handle one resolution of `task_id`; returns how many dependents it scheduled."""
-        record = await self.store.load(task_id)
-        if record is None or record.is_open:
-            return 0  # gone, or retried/rerun since: not a resolution (any more)
-        last = record.last_run
-        assert last is not None
-        completed = last.state == "completed"
-        waiting = await dependencies.dependents_of(self.db, task_id, completed=completed)
-        ready = await dependencies.satisfy(self.db, task_id, waiting)
-        scheduled = await self.schedule(ready)
-        await self.announce_group(record.definition.taskGroupId)
+    async def resolve_batch(self, task_ids: list[str]) -> int:
+        """Handle a batch of resolutions together (a fan-in's completions arrive in bursts,
+        and its sink is updated once per batch instead of once per completion); returns
+        how many dependents it scheduled."""
+        records = await self.store.load_many(task_ids)
+        satisfied_by: dict[str, list[str]] = {}
+        groups: set[str] = set()
+        for task_id, record in records.items():
+            if record.is_open:
+                continue  # retried or rerun since: not a resolution (any more)
+            last = record.last_run
+            assert last is not None
+            satisfied_by[task_id] = await dependencies.dependents_of(
+                self.db, task_id, completed=last.state == "completed"
+            )
+            if record.definition.taskGroupId:
+                groups.add(record.definition.taskGroupId)
+        single, several = dependencies.plan(satisfied_by)
+        ready: list[str] = []
+        for required, dependents in single.items():
+            ready += await dependencies.satisfy(self.db, required, dependents)
+        for dependent, requireds in several.items():
+            if await dependencies.satisfy_several(self.db, dependent, requireds):
+                ready.append(dependent)
+        scheduled = await self.schedule(sorted(set(ready)))
+        for group in sorted(groups):
+            await self.announce_group(group)
         return scheduled
 
     async def schedule(self, task_ids: list[str]) -> int:
@@ -72,22 +89,7 @@ class Resolver:
             await self.store.publish([events.task_group_resolved(group)])
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        try:
-            task_id = json.loads(message.body)["status"]["taskId"]
-        except (ValueError, KeyError, TypeError):
-            log.error("dropping a message that names no task: %r", message.body[:200])
-            await message.reject(requeue=False)
-            return
-        try:
-            count = await self.resolved(task_id)
-        except Exception:
-            log.exception("resolution failed; will be redelivered", extra={"taskId": task_id})
-            await asyncio.sleep(RETRY_DELAY_S)
-            await message.nack(requeue=True)
-            return
-        await message.ack()
-        if count:
-            log.info("scheduled %d dependents", count, extra={"taskId": task_id})
+        self._inbox.put_nowait(message)
 
     async def consume(self) -> None:
         queue = await self.rt.broker.bind_queue(
@@ -97,7 +99,34 @@ class Resolver:
             prefetch=PREFETCH,
         )
         await queue.consume(self.on_message)
-        await asyncio.Future()  # consume until cancelled
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < BATCH and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            await self.handle(batch)
+
+    async def handle(self, batch: list[AbstractIncomingMessage]) -> None:
+        """Take a batch → handle it → ack only once its work is stored."""
+        task_ids, usable = [], []
+        for message in batch:
+            try:
+                task_ids.append(json.loads(message.body)["status"]["taskId"])
+                usable.append(message)
+            except (ValueError, KeyError, TypeError):
+                log.error("dropping a message that names no task: %r", message.body[:200])
+                await message.reject(requeue=False)
+        try:
+            count = await self.resolve_batch(sorted(set(task_ids)))
+        except Exception:
+            log.exception("resolving %d tasks failed; they will be redelivered", len(task_ids))
+            await asyncio.sleep(RETRY_DELAY_S)
+            for message in usable:
+                await message.nack(requeue=True)
+            return
+        for message in usable:
+            await message.ack()
+        if count:
+            log.info("scheduled %d dependents of %d resolved tasks", count, len(task_ids))
 
     async def sweep(self) -> None:
         """The safety net: a dependent whose dependencies are all satisfied but that a

@@ -40,7 +40,7 @@ STORE = web.AppKey("auth_store", AuthStore)
 # scans the tasks collection on FerretDB (only _id lookups are indexed there), so it runs
 # soon after start-up (to recover what a crash of this or another replica left) and
 # then rarely.
-RELAY_FIRST_S = 2.0
+RELAY_FIRST_S = 6.0  # after the grace period, so what a crash left is due by then
 RELAY_INTERVAL_S = 30.0
 RELAY_GRACE_S = 5.0
 LEASE_SWEEP_INTERVAL_S = 15.0  # leave a live writer time to deliver its own effects

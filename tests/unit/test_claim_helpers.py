@@ -491,3 +491,11 @@ def test_problems_report_both_kinds() -> None:
     assert len(messages) == 2
     assert messages[0].endswith(DEP_B) and "missing" in messages[0]
     assert messages[1].endswith(DEP_A) and "expire" in messages[1]
+
+
+def test_a_batch_of_resolutions_is_planned_per_dependent() -> None:
+    from shared.dependencies import plan
+
+    single, several = plan({"x": ["a", "b", "sink"], "y": ["sink", "c"], "z": []})
+    assert single == {"x": ["a", "b"], "y": ["c"]}  # one update_many per required task
+    assert several == {"sink": ["x", "y"]}  # one conditional update for both edges
