@@ -16,6 +16,7 @@ never by neither. Both paths use the same idempotent update.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from shared.timeutil import format_ts
 from shared.transitions import TaskRecord
 
 DEPENDENTS = "dependents"
+SHARDS = 32
 TASKS = "tasks"
 BATCH = 1000
 _LISTS = {"all-completed": "completed", "all-resolved": "resolved"}
@@ -65,19 +67,42 @@ def waiting_fields(task: TaskDefinition) -> dict[str, Any]:
     return {"waiting": dict.fromkeys(task.dependencies, 1), "depsLeft": len(task.dependencies)}
 
 
+def _shard_id(required: str, dependent: str) -> str:
+    # Split across a few documents, so a fan-out of 10,000 never rewrites one big list
+    # per new dependent (FerretDB rewrites the whole document on every update).
+    return f"{required}/{zlib.crc32(dependent.encode()) % SHARDS}"
+
+
+def _shard_ids(required: str) -> list[str]:
+    return [f"{required}/{shard}" for shard in range(SHARDS)]
+
+
 async def register(db: Database, dependent: str, task: TaskDefinition) -> None:
-    """Add `dependent` to the dependents list of each of its dependencies (idempotent)."""
+    """Add `dependent` to the dependents lists of each of its dependencies (idempotent)."""
     field = _LISTS[task.requires]
     for required in task.dependencies:
         await db[DEPENDENTS].update_one(
-            {"_id": required}, {"$addToSet": {field: dependent}}, upsert=True
+            {"_id": _shard_id(required, dependent)},
+            {"$addToSet": {field: dependent}},
+            upsert=True,
         )
 
 
 async def unregister(db: Database, dependent: str, task: TaskDefinition) -> None:
     field = _LISTS[task.requires]
     for required in task.dependencies:
-        await db[DEPENDENTS].update_one({"_id": required}, {"$pull": {field: dependent}})
+        await db[DEPENDENTS].update_one(
+            {"_id": _shard_id(required, dependent)}, {"$pull": {field: dependent}}
+        )
+
+
+async def _lists(db: Database, required: str) -> list[dict[str, Any]]:
+    return [d async for d in db[DEPENDENTS].find({"_id": {"$in": _shard_ids(required)}})]
+
+
+async def forget(db: Database, required: str) -> None:
+    """Drop the dependents lists of a task (it expired)."""
+    await db[DEPENDENTS].delete_many({"_id": {"$in": _shard_ids(required)}})
 
 
 async def satisfy(db: Database, required: str, dependents: Iterable[str]) -> list[str]:
@@ -102,18 +127,19 @@ async def satisfy(db: Database, required: str, dependents: Iterable[str]) -> lis
 async def dependents_of(db: Database, required: str, *, completed: bool) -> list[str]:
     """Who a resolution of `required` satisfies: every dependent if it completed, only
     the `all-resolved` ones if it failed or ended in an exception."""
-    document = await db[DEPENDENTS].find_one({"_id": required})
-    if document is None:
-        return []
-    found = list(document.get("resolved", []))
-    if completed:
-        found += document.get("completed", [])
+    found: list[str] = []
+    for document in await _lists(db, required):
+        found += document.get("resolved", [])
+        if completed:
+            found += document.get("completed", [])
     return found
 
 
 async def all_dependents(db: Database, required: str) -> list[str]:
-    document = await db[DEPENDENTS].find_one({"_id": required}) or {}
-    return sorted({*document.get("completed", []), *document.get("resolved", [])})
+    found: set[str] = set()
+    for document in await _lists(db, required):
+        found.update(document.get("completed", []), document.get("resolved", []))
+    return sorted(found)
 
 
 async def waiting_count(db: Database, dependent: str) -> int | None:

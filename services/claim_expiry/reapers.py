@@ -18,9 +18,8 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared import claims, deadlines, errors, pending, taskgroups, transitions
+from shared import claims, deadlines, dependencies, errors, pending, taskgroups, transitions
 from shared.broker import Binding
-from shared.dependencies import DEPENDENTS
 from shared.service import Runtime
 from shared.taskstore import TASKS, from_document
 from shared.timeutil import utcnow
@@ -172,7 +171,7 @@ class Expirer:
                 for run in record.runs:
                     await pending.remove(self.db, record.task_id, run.runId)
                     await claims.ended(self.db, record.task_id, run.runId)
-                await self.db[DEPENDENTS].delete_one({"_id": record.task_id})
+                await dependencies.forget(self.db, record.task_id)
                 await self.store.delete(record.task_id)
             deleted += len(batch)
             if len(batch) < EXPIRY_BATCH:
