@@ -10,7 +10,6 @@ a crash in between leaves them in the outbox for the relay, so no event is lost.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
@@ -31,7 +30,7 @@ from shared.transitions import Effect, Outcome, TaskRecord
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
-LOOKUP_CONCURRENCY = 16
+LOOKUP_BATCH = 1000
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries before giving up with a 500
 
 
@@ -148,16 +147,16 @@ class TaskStore:
         return loaded
 
     async def load_many(self, task_ids: list[str]) -> dict[str, TaskRecord]:
-        """The tasks that exist among `task_ids`. One lookup by _id each (a few at a
-        time): FerretDB serves `_id` equality from its index but scans for `$in`."""
-        limit = asyncio.Semaphore(LOOKUP_CONCURRENCY)
-
-        async def one(task_id: str) -> TaskRecord | None:
-            async with limit:
-                return await self.load(task_id)
-
-        records = await asyncio.gather(*(one(task_id) for task_id in dict.fromkeys(task_ids)))
-        return {record.task_id: record for record in records if record is not None}
+        """The tasks that exist among `task_ids`: one `$in` query per thousand ids (an
+        index search on MongoDB and on our patched FerretDB)."""
+        unique = list(dict.fromkeys(task_ids))
+        found: dict[str, TaskRecord] = {}
+        for start in range(0, len(unique), LOOKUP_BATCH):
+            batch = unique[start : start + LOOKUP_BATCH]
+            async for document in self.tasks.find({"_id": {"$in": batch}}):
+                record = from_document(document)
+                found[record.task_id] = record
+        return found
 
     async def insert(
         self,
@@ -210,7 +209,7 @@ class TaskStore:
                 record, outcome.record, outcome.effects, leftover, later=deliver_later
             )
             if stored is not None:
-                return Outcome(stored, outcome.effects, True, outcome.extra)
+                return Outcome(stored, outcome.effects, True)
             loaded = None  # lost a race: read again and decide again
         raise ConcurrentModification(f"task {task_id} changed {MAX_ATTEMPTS} times under us")
 
@@ -272,7 +271,3 @@ class TaskStore:
 
     async def publish(self, messages: list[Message]) -> None:
         await self.outbox.perform([effect_document(message) for message in messages])
-
-
-def definition_json(record: TaskRecord) -> dict[str, Any]:
-    return json.loads(record.definition.model_dump_json())

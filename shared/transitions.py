@@ -11,13 +11,11 @@ unchanged with the effects a repeat must re-send (upstream re-publishes on repea
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
 
 from shared import errors, events
 from shared.models import (
-    ExceptionReason,
     Priority,
     ReasonCreated,
     ReasonResolved,
@@ -153,7 +151,6 @@ class Outcome:
     record: TaskRecord
     effects: tuple[Effect, ...] = ()
     changed: bool = True
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def _unchanged(record: TaskRecord, effects: Sequence[Effect] = ()) -> Outcome:
@@ -371,8 +368,6 @@ def reclaim(record: TaskRecord, run_id: int, *, now: datetime, claim_timeout_s: 
 
 
 # --- resolving --------------------------------------------------------------------------
-
-Resolution = Literal["completed", "failed"] | ExceptionReason
 
 
 def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) -> Outcome:
