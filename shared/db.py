@@ -12,6 +12,7 @@ from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 Document = dict[str, object]
+DUPLICATE_KEY = 11000  # the server's error code for a unique-index violation
 Database = AsyncDatabase[Document]
 
 # Index declarations live in one place so every service creates the same set. Only the

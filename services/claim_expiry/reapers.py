@@ -172,6 +172,7 @@ class Expirer:
                     await pending.remove(self.db, record.task_id, run.runId)
                     await claims.ended(self.db, record.task_id, run.runId)
                 await dependencies.forget(self.db, record.task_id)
+                await dependencies.forget_waits(self.db, record.task_id, record.definition)
                 await self.store.delete(record.task_id)
             deleted += len(batch)
             if len(batch) < EXPIRY_BATCH:

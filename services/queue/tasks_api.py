@@ -283,7 +283,10 @@ class TasksApi:
             if await self.store.insert(outcome.record, outcome.effects) is not None:
                 await taskgroups.member_added(self.ctx.db, task.taskGroupId)
                 return status_body(outcome.record)
-        elif await self.store.insert(record, extra=dependencies.waiting_fields(task)) is not None:
+        elif (
+            await self.store.insert(record, extra=dependencies.waiting_fields(task_id, task))
+            is not None
+        ):
             tracked = await self._track_dependencies(record, created=True)
             await taskgroups.member_added(self.ctx.db, task.taskGroupId)
             return status_body(tracked)
@@ -300,6 +303,7 @@ class TasksApi:
 
     async def _track_dependencies(self, record: TaskRecord, *, created: bool) -> TaskRecord:
         db, task = self.ctx.db, record.definition
+        await dependencies.create_shards(db, record.task_id, task)
         await dependencies.register(db, record.task_id, task)
         found = await self.store.load_many(list(task.dependencies))
         problems = dependencies.problems(task, found)
@@ -308,9 +312,14 @@ class TasksApi:
                 await dependencies.unregister(db, record.task_id, task)
                 await self.store.delete(record.task_id)
             raise errors.InputError("\n".join(problems))
-        for required, found_record in found.items():
-            if dependencies.satisfies(found_record, task.requires):
-                await dependencies.satisfy(db, required, [record.task_id])
+        await dependencies.satisfy_edges(
+            db,
+            {
+                required: [dependencies.target(record.task_id, task, required)]
+                for required, found_record in found.items()
+                if dependencies.satisfies(found_record, task.requires)
+            },
+        )
         ready = await dependencies.waiting_count(db, record.task_id) == 0
         outcome = await self.store.mutate(
             record.task_id, lambda r: transitions.defined(r, schedule=ready, now=utcnow())

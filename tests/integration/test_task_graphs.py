@@ -158,6 +158,35 @@ def test_fan_out_and_fan_in(queue: taskcluster.Queue, platform: Platform) -> Non
     wait_for(lambda: state(queue, sink) == "pending", what="fan-in")
 
 
+def test_a_wide_fan_in_counts_in_shards(queue: taskcluster.Queue, platform: Platform) -> None:
+    # 150 dependencies: counted in wait shards of at most ~64. A third complete before
+    # the sink exists (createTask counts them), the rest after (the resolver does).
+    tq, sink_tq = new_task_queue_id(), new_task_queue_id()
+    ids = [taskcluster.slugId() for _ in range(150)]
+    for task_id in ids:
+        queue.createTask(task_id, task_definition(tq))
+    drain_completing(queue, tq, 50)
+    sink = taskcluster.slugId()
+    queue.createTask(sink, task_definition(sink_tq, dependencies=ids))
+    assert state(queue, sink) == "unscheduled"
+    listed = queue.listDependentTasks(ids[-1])["tasks"]
+    assert [task["status"]["taskId"] for task in listed] == [sink]
+    drain_completing(queue, tq, 99)
+    time.sleep(0.5)
+    assert state(queue, sink) == "unscheduled", "one dependency is still running"
+    drain_completing(queue, tq, 1)
+    wait_for(lambda: state(queue, sink) == "pending", what="the wide fan-in's sink")
+
+
+def drain_completing(queue: taskcluster.Queue, tq: str, count: int) -> None:
+    done = 0
+    while done < count:
+        body = {"workerGroup": "wg", "workerId": "w", "tasks": min(32, count - done)}
+        for claim in queue.claimWork(tq, body)["tasks"]:
+            queue.reportCompleted(claim["status"]["taskId"], "0")
+            done += 1
+
+
 async def test_task_group_resolved_is_announced(
     queue: taskcluster.Queue, platform: Platform, broker: Broker
 ) -> None:
