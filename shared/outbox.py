@@ -103,6 +103,35 @@ class Outbox:
         for document in documents:
             await self._apply(document)
 
+    async def perform_batch(self, effects: list[Effect], *, concurrency: int = 64) -> None:
+        """Carry out the effects of many tasks at once (a bulk scheduling): every run is
+        queued first (in bulk), then the events are published concurrently. Takes only
+        queueing and publishing effects: their order across tasks does not matter."""
+        unexpected = [e for e in effects if not isinstance(e, (Enqueue, Message))]
+        if unexpected:
+            raise ValueError(f"perform_batch takes Enqueue and Message effects: {unexpected[0]!r}")
+        entries = [
+            pending.PendingEntry(
+                taskQueueId=e.task_queue_id,
+                priority=e.priority,
+                insertedAt=e.inserted_at,
+                taskId=e.task_id,
+                runId=e.run_id,
+                deadline=e.deadline,
+            )
+            for e in effects
+            if isinstance(e, Enqueue)
+        ]
+        if entries:
+            await pending.enqueue_many(self.db, entries)
+        limit = asyncio.Semaphore(concurrency)
+
+        async def one(effect: Effect) -> None:
+            async with limit:
+                await self._apply(effect_document(effect))
+
+        await asyncio.gather(*(one(e) for e in effects if isinstance(e, Message)))
+
     async def _apply(self, document: Mapping[str, Any]) -> None:
         kind = document["kind"]
         if kind == "publish":

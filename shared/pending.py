@@ -30,9 +30,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.db import Database
+from shared.db import DUPLICATE_KEY, Database
 from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,76 @@ async def enqueue(db: Database, entry: PendingEntry) -> bool:
         return False
     await _link(db, entry, key, new_entry=True)
     return True
+
+
+async def enqueue_many(db: Database, entries: list[PendingEntry]) -> int:
+    """`enqueue` for many runs at once (a fan-out): per task queue and priority, one `$inc`
+    takes a block of slots and two bulk inserts fill them and store the entries. Returns
+    how many it added.
+
+    Slots are filled before the entries are stored: a crash in between leaves slots that
+    still hand out their run (each carries a copy of its entry), and a repeat, finding no
+    entries, queues the runs again. A duplicate slot is harmless: the claim checks the
+    task, and the loser of the two is skipped."""
+    by_key = {entry_key(e.taskId, e.runId, e.priority): e for e in entries}
+    found = db[COLLECTION].find({"_id": {"$in": list(by_key)}}, {"slot": 1})
+    existing = {document["_id"]: document async for document in found}
+    for key in [k for k, document in existing.items() if document.get("slot") is None]:
+        await enqueue(db, by_key[key])  # stored by a call that died before linking it
+    bands: dict[tuple[str, int], list[tuple[str, PendingEntry]]] = {}
+    for key, entry in by_key.items():
+        if key not in existing:
+            bands.setdefault((entry.taskQueueId, entry.priority), []).append((key, entry))
+    added = 0
+    for (task_queue_id, priority), band in bands.items():
+        added += await _enqueue_band(db, task_queue_id, priority, band)
+    return added
+
+
+async def _enqueue_band(
+    db: Database, task_queue_id: str, priority: int, band: list[tuple[str, PendingEntry]]
+) -> int:
+    tail = f"t{priority}"
+    heads = await db[HEADS].find_one_and_update(
+        {"_id": task_queue_id},
+        {"$inc": {tail: len(band)}},
+        upsert=True,
+        return_document=ReturnDocument.AFTER,
+    )
+    assert heads is not None
+    first = heads[tail] - len(band)
+    slots = [slot_key(task_queue_id, priority, first + index) for index in range(len(band))]
+    lost = await _insert_ignoring_duplicates(
+        db[SLOTS],
+        [
+            {"_id": slot, "entry": key, **entry.model_dump()}
+            for slot, (key, entry) in zip(slots, band, strict=True)
+        ],
+    )  # a lost slot was closed by a claimer that found it empty: link that entry anew
+    stored = [
+        {"_id": key, **entry.model_dump(), **({} if index in lost else {"slot": slots[index]})}
+        for index, (key, entry) in enumerate(band)
+    ]
+    duplicates = await _insert_ignoring_duplicates(db[COLLECTION], stored)
+    added = len(band) - len(duplicates)
+    if added:
+        await db[HEADS].update_one({"_id": task_queue_id}, {"$inc": {"n": added}})
+    for index in sorted(lost - duplicates):
+        key, entry = band[index]
+        await _link(db, entry, key)
+    return added
+
+
+async def _insert_ignoring_duplicates(collection: Any, documents: list[dict[str, Any]]) -> set[int]:
+    """Insert all; return the indexes of those whose `_id` was already taken."""
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        errors = exc.details["writeErrors"]
+        if any(error.get("code") != DUPLICATE_KEY for error in errors):
+            raise
+        return {int(error["index"]) for error in errors}
+    return set()
 
 
 async def _link(db: Database, entry: PendingEntry, key: str, *, new_entry: bool = False) -> str:

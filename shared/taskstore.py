@@ -84,7 +84,7 @@ def from_document(document: Mapping[str, Any]) -> TaskRecord:
     )
 
 
-def _update_for(
+def update_for(
     before: TaskRecord, after: TaskRecord, effects: list[dict[str, Any]], now: datetime
 ) -> dict[str, Any]:
     to_set: dict[str, Any] = {"version": before.version + 1}
@@ -227,7 +227,7 @@ class TaskStore:
         version = before.version + 1
         result = await self.tasks.update_one(
             {"_id": before.task_id, "version": before.version},
-            _update_for(before, after, documents, now),
+            update_for(before, after, documents, now),
         )
         if result.matched_count == 0:
             return None

@@ -190,6 +190,16 @@ def _made_pending(record: TaskRecord, run: Run) -> list[Effect]:
     return [_enqueue(record, run), events.task_pending(record.status, run.runId, record.definition)]
 
 
+def announce_pending(record: TaskRecord) -> tuple[Effect, ...]:
+    """The effects that made the task's pending last run pending, to carry out again (a
+    resolver that stored a bulk scheduling but died before announcing it); none if the
+    last run is no longer pending."""
+    last = record.last_run
+    if last is None or last.state != RunState.PENDING:
+        return ()
+    return tuple(_made_pending(record, last))
+
+
 # --- creating and scheduling ------------------------------------------------------------
 
 

@@ -16,9 +16,10 @@ from datetime import timedelta
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from services.dependency_resolver import release
 from shared import dependencies, errors, events, taskgroups, transitions
 from shared.broker import Binding
-from shared.routing import DEPENDENCY_RESOLVER_QUEUE, RESOLUTION_EVENTS
+from shared.routing import RESOLUTION_EVENTS, dependency_resolver_queue
 from shared.service import Runtime
 from shared.taskstore import TASKS
 from shared.timeutil import utcnow
@@ -56,17 +57,22 @@ class Resolver:
             )
             if record.definition.taskGroupId:
                 groups.add(record.definition.taskGroupId)
-        single, several = dependencies.plan(satisfied_by)
-        ready: list[str] = []
+        # Edges kept in wait shards (fan-ins) first; then the edges on the tasks.
+        edges = await dependencies.empty_shards(self.db, satisfied_by)
+        single, several = dependencies.plan(edges)
+        now, ready, bulk = utcnow(), [], 0
         for required, dependents in single.items():
-            ready += await dependencies.satisfy(self.db, required, dependents)
+            released = await release.release(self.store, required, dependents, now)
+            bulk += released.scheduled
+            ready += released.ready
         for dependent, requireds in several.items():
             if await dependencies.satisfy_several(self.db, dependent, requireds):
                 ready.append(dependent)
         scheduled = await self.schedule(sorted(set(ready)))
+        await dependencies.passed_on(self.db, dependencies.emptied_shards(edges))
         for group in sorted(groups):
             await self.announce_group(group)
-        return scheduled
+        return bulk + scheduled
 
     async def schedule(self, task_ids: list[str]) -> int:
         limit = asyncio.Semaphore(SCHEDULE_CONCURRENCY)
@@ -93,10 +99,11 @@ class Resolver:
 
     async def consume(self) -> None:
         queue = await self.rt.broker.bind_queue(
-            DEPENDENCY_RESOLVER_QUEUE,
+            dependency_resolver_queue(self.rt.settings.mongo_db),
             [Binding(event, "#") for event in RESOLUTION_EVENTS],
             durable=True,
             prefetch=PREFETCH,
+            expires_s=self.rt.settings.resolver_queue_expires_s,
         )
         await queue.consume(self.on_message)
         while True:
@@ -140,6 +147,11 @@ class Resolver:
                     {"_id": 1, "deadline": 1},
                 )
                 stuck = [d["_id"] async for d in cursor if d["deadline"] > cutoff]
+                shards = await dependencies.unpassed_shards(self.db)
+                if shards:  # emptied, but a crash kept that from reaching their tasks
+                    log.warning("sweep passing on %d emptied wait shards", len(shards))
+                    edges = dependencies.task_edges({}, shards)
+                    stuck += await dependencies.count_down_tasks(self.db, edges)
                 if stuck and (count := await self.schedule(stuck)):
                     log.warning("sweep scheduled %d dependents a crash left behind", count)
             except Exception:

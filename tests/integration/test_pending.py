@@ -178,6 +178,36 @@ async def test_a_slot_left_unfilled_is_closed_and_its_enqueuer_takes_another(
     assert [e.taskId for e in await drain(mongo_db)] == [stalled.taskId]
 
 
+async def test_enqueue_many_keeps_order_and_skips_what_is_queued(mongo_db: Database) -> None:
+    first = entry(3)
+    await pending.enqueue(mongo_db, first)
+    batch = [entry(3) for _ in range(40)] + [entry(6) for _ in range(5)] + [first]
+    assert await pending.enqueue_many(mongo_db, batch) == 45  # `first` was queued already
+    assert await pending.enqueue_many(mongo_db, batch) == 0  # a repeat adds nothing
+    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 46
+    drained = [e.taskId for e in await drain(mongo_db)]
+    assert drained == [e.taskId for e in batch[40:45]] + [first.taskId] + [
+        e.taskId for e in batch[:40]
+    ]
+    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 0
+
+
+async def test_enqueue_many_recovers_from_a_half_done_batch(mongo_db: Database) -> None:
+    # An earlier attempt died after storing one entry and before linking it, and a claimer
+    # closed the slot the next batch is about to take: nothing may be lost or doubled.
+    unlinked, fresh = entry(2), [entry(2) for _ in range(3)]
+    key = pending.entry_key(unlinked.taskId, 0, 2)
+    await mongo_db[pending.COLLECTION].insert_one({"_id": key, **unlinked.model_dump()})
+    await mongo_db[pending.HEADS].update_one({"_id": QUEUE}, {"$inc": {"t2": 1}}, upsert=True)
+    # (slot 0: taken and never filled; slot 1: the unlinked entry's; slot 2: closed)
+    await mongo_db[pending.SLOTS].insert_one({"_id": pending.slot_key(QUEUE, 2, 2), "tombstone": 1})
+    assert await pending.enqueue_many(mongo_db, [unlinked, *fresh]) == 3
+    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 3  # (the unlinked: uncounted)
+    drained = [e.taskId for e in await drain(mongo_db)]
+    assert sorted(drained) == sorted([unlinked.taskId, *(e.taskId for e in fresh)])
+    assert drained[0] == unlinked.taskId and drained[-1] == fresh[0].taskId  # relinked last
+
+
 async def test_cost_of_a_claim_does_not_depend_on_depth(mongo_db: Database) -> None:
     # Claiming reads and writes only by _id: explain every query shape it uses.
     await pending.enqueue(mongo_db, entry(3))
