@@ -63,6 +63,7 @@ async def platform(label: str, log_dir: Path) -> AsyncIterator[QueueService]:
             **os.environ,
             "FLOTILLA_MONGO_DB": service.database,
             "FLOTILLA_CLAIM_TIMEOUT": str(CLAIM_TIMEOUT_S),
+            "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
         }
         processes = [
             await asyncio.to_thread(_start, name, env, log_dir / f"{name}-{label}.log")

@@ -113,12 +113,15 @@ class Broker:
         durable: bool = True,
         exclusive: bool = False,
         prefetch: int | None = None,
+        expires_s: float | None = None,
     ) -> AbstractQueue:
-        """Declare a queue (durable and shared, or private and auto-deleted) and bind it."""
+        """Declare a queue (durable and shared, or private and auto-deleted) and bind it.
+        `expires_s`: RabbitMQ deletes the queue once it has had no consumer that long."""
         if prefetch is not None:
             await self._channel.set_qos(prefetch_count=prefetch)
+        arguments = {"x-expires": int(expires_s * 1000)} if expires_s else None
         queue = await self._channel.declare_queue(
-            name, durable=durable, exclusive=exclusive, auto_delete=not durable
+            name, durable=durable, exclusive=exclusive, auto_delete=not durable, arguments=arguments
         )
         for binding in bindings:
             await queue.bind(self._exchanges[binding.event], routing_key=binding.pattern)

@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     claim_timeout_s: int = Field(1200, ge=1, validation_alias=_env("CLAIM_TIMEOUT"))
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
     log_level: str = "INFO"
+    # The dependency-resolver's durable queue is kept however long no resolver runs, so no
+    # resolution is ever lost. Throw-away deployments (tests, benchmarks: one database
+    # each) set this so RabbitMQ drops their queue some seconds after they stop.
+    resolver_queue_expires_s: float | None = Field(
+        None, gt=0, validation_alias=_env("RESOLVER_QUEUE_EXPIRES")
+    )
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

@@ -105,5 +105,12 @@ def task_queue_of_routing_key(routing_key: str) -> str | None:
 
 
 # Durable queues of Flotilla's own services (competing consumers share one).
-DEPENDENCY_RESOLVER_QUEUE = "flotilla/dependency-resolver"
+
+
+def dependency_resolver_queue(database: str) -> str:
+    """One per deployment (named after its database): the exchanges carry the events of
+    every deployment on the broker, and a resolver must never take another's."""
+    return f"flotilla/{database}/dependency-resolver"
+
+
 RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")

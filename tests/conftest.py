@@ -224,7 +224,13 @@ def launch_service(
 ) -> subprocess.Popen[bytes]:
     """Start a background service (`services.<module>`) against `database`."""
     log_path = directory / f"{module}-{uuid.uuid4().hex[:6]}.log"
-    env = {**os.environ, "FLOTILLA_MONGO_DB": database, **(extra_env or {})}
+    env = {
+        **os.environ,
+        "FLOTILLA_MONGO_DB": database,
+        # one database (and resolver queue) per test platform: let RabbitMQ drop it after
+        "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
+        **(extra_env or {}),
+    }
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
             [sys.executable, "-m", f"services.{module}"],
