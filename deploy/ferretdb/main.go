@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof" // served only when -pprof is given
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -30,7 +32,12 @@ func main() {
 	// not a power cut in the moment after it, which is MongoDB's own default durability
 	// (its journal is flushed every 100 ms). FULL syncs the disk on every commit.
 	synchronous := flag.String("sqlite-synchronous", "normal", "SQLite synchronous pragma: normal or full")
+	pprofAddr := flag.String("pprof", "", "serve Go's profiler on this address (for performance work; off by default)")
 	flag.Parse()
+
+	if *pprofAddr != "" {
+		go func() { fail("pprof: %v", http.ListenAndServe(*pprofAddr, nil)) }()
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

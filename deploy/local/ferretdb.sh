@@ -59,7 +59,9 @@ start() {
     die "something else already listens on $LISTEN; stop it or set FLOTILLA_MONGO_URL to use it"
   fi
   mkdir -p "$DATA"
-  nohup "$BIN" -listen "$LISTEN" -data-dir "$DATA" >>"$LOG_DIR/ferretdb.log" 2>&1 &
+  # FLOTILLA_FERRETDB_ARGS adds flags, e.g. "-pprof 127.0.0.1:6060" for profiling.
+  # shellcheck disable=SC2086
+  nohup "$BIN" -listen "$LISTEN" -data-dir "$DATA" ${FLOTILLA_FERRETDB_ARGS:-} >>"$LOG_DIR/ferretdb.log" 2>&1 &
   echo $! >"$RUN_DIR/ferretdb.pid"
   wait_tcp "${LISTEN%:*}" "${LISTEN##*:}" 60 "FerretDB"
   say "FerretDB on $LISTEN (data in $DATA)"
