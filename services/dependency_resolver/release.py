@@ -16,6 +16,7 @@ event). A dependent that changed under us is counted down the ordinary way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -104,28 +105,50 @@ async def release(
     """Count `required` down for these dependents (tasks, not wait shards), scheduling
     in bulk those for which it was the last edge; carry out their effects."""
     scheduled, ready = 0, []
+    announcing: asyncio.Task[None] | None = None  # the previous chunk's, overlapping ours
     # Dates go through the database at millisecond precision: decide with what is stored.
     now = now.replace(microsecond=now.microsecond // 1000 * 1000)
-    for start in range(0, len(dependents), CHUNK):
-        chunk = dependents[start : start + CHUNK]
-        documents = [d async for d in store.tasks.find({"_id": {"$in": chunk}})]
-        plan = plan_release(documents, required, now)
-        effects: list[Effect] = [e for r in plan.announce for e in transitions.announce_pending(r)]
-        changed_under_us: list[str] = []
-        for bulk in bulk_updates(required, plan.schedule, now):
-            result = await store.tasks.update_many(bulk.filter, bulk.update)
-            if result.modified_count == len(bulk.outcomes):
-                effects += [effect for outcome in bulk.outcomes for effect in outcome.effects]
-                scheduled += len(bulk.outcomes)
-            else:
-                changed_under_us += bulk.filter["_id"]["$in"]
-        if changed_under_us:  # rare: decide again from a fresh read, announcing at least once
-            again = [d async for d in store.tasks.find({"_id": {"$in": changed_under_us}})]
-            retry = plan_release(again, required, now)
-            effects += [e for r in retry.announce for e in transitions.announce_pending(r)]
-            plan.count_down += [before.task_id for before, _ in retry.schedule]
-            plan.count_down += retry.count_down
-        if plan.count_down:
-            ready += await dependencies.satisfy(store.db, required, plan.count_down)
-        await store.outbox.perform_batch(effects)
+    try:
+        for start in range(0, len(dependents), CHUNK):
+            count, chunk_ready, effects = await _store_chunk(
+                store, required, dependents[start : start + CHUNK], now
+            )
+            scheduled, ready = scheduled + count, ready + chunk_ready
+            if announcing is not None:
+                await announcing
+            announcing = asyncio.create_task(store.outbox.perform_batch(effects))
+        if announcing is not None:
+            await announcing
+    except BaseException:
+        if announcing is not None:
+            announcing.cancel()  # the resolution is redelivered and announces again
+        raise
     return Released(scheduled, ready)
+
+
+async def _store_chunk(
+    store: TaskStore, required: str, chunk: list[str], now: datetime
+) -> tuple[int, list[str], list[Effect]]:
+    """Read, decide and store one chunk; return how many it scheduled, the dependents
+    now ready to schedule one by one, and the effects to carry out."""
+    scheduled, ready = 0, []
+    documents = [d async for d in store.tasks.find({"_id": {"$in": chunk}})]
+    plan = plan_release(documents, required, now)
+    effects: list[Effect] = [e for r in plan.announce for e in transitions.announce_pending(r)]
+    changed_under_us: list[str] = []
+    for bulk in bulk_updates(required, plan.schedule, now):
+        result = await store.tasks.update_many(bulk.filter, bulk.update)
+        if result.modified_count == len(bulk.outcomes):
+            effects += [effect for outcome in bulk.outcomes for effect in outcome.effects]
+            scheduled += len(bulk.outcomes)
+        else:
+            changed_under_us += bulk.filter["_id"]["$in"]
+    if changed_under_us:  # rare: decide again from a fresh read, announcing at least once
+        again = [d async for d in store.tasks.find({"_id": {"$in": changed_under_us}})]
+        retry = plan_release(again, required, now)
+        effects += [e for r in retry.announce for e in transitions.announce_pending(r)]
+        plan.count_down += [before.task_id for before, _ in retry.schedule]
+        plan.count_down += retry.count_down
+    if plan.count_down:
+        ready += await dependencies.satisfy(store.db, required, plan.count_down)
+    return scheduled, ready, effects
