@@ -35,6 +35,16 @@ class Settings(BaseSettings):
 
     claim_timeout_s: int = Field(1200, ge=1, validation_alias=_env("CLAIM_TIMEOUT"))
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    # Public base URL of the gridfs store's signed artifact URLs (a queue replica or the
+    # load balancer in front of them); None means root_url.
+    artifact_url_base: str | None = None
+    # The s3 store. No endpoint means AWS itself; set one for MinIO, moto or the like.
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "flotilla-artifacts"
+    s3_region: str = "us-east-1"
+    # Explicit credentials; when None, boto3's usual chain (instance role, ...) applies.
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
     log_level: str = "INFO"
     # The dependency-resolver's durable queue is kept however long no resolver runs, so no
     # resolution is ever lost. Throw-away deployments (tests, benchmarks: one database

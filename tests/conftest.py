@@ -266,3 +266,36 @@ def platform(
     finally:
         for process in processes.values():
             stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's standalone S3 (and friends) as a real process on a free port; yields its URL.
+
+    A real server, not moto's in-process mocks: the code under test talks HTTP to it
+    exactly as it would to S3, and so can aiohttp and curl in the tests.
+    """
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"moto exited with {process.returncode}:\n{log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"moto did not answer at {url} within 30 s")
+                time.sleep(0.1)
+        yield url
+    finally:
+        stop_process(process)

@@ -1,0 +1,161 @@
+"""The embedded byte store (`kind = "gridfs"`): bytes in MongoDB (see `chunks`), moved by
+the queue itself at signed, expiring URLs (see `signing`). Any replica serves any URL: the
+signature is checked with the shared secret and the bytes are read from the database.
+
+These routes sit outside the Hawk-authenticated API (the signature is the credential)
+but inside the queue's error middleware, which formats the ApiErrors raised here.
+
+The server must run with `auto_decompress=False` (a `web.run_app` / `AppRunner` option):
+otherwise aiohttp inflates a PUT body sent with `Content-Encoding: gzip` before this
+handler sees it. The Content-Length check then refuses such an upload (400), but one sent
+without a length would be stored decoded, yet labelled gzip.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime
+
+from aiohttp import hdrs, web
+
+from shared import errors
+from shared.api import COMMON_HEADERS, error_body, json_response
+from shared.artifact_bytes import signing
+from shared.artifact_bytes.chunks import ChunkStore, StoredObject
+from shared.artifact_bytes.ranges import ByteRange, RangeNotSatisfiable, parse_range
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+ROUTE = signing.PATH_PREFIX + "{key:.+}"
+_READ_SIZE = 64 * 1024  # what one read of the request body may return
+
+
+class EmbeddedStore:
+    kind: str = "gridfs"
+
+    def __init__(self, db: Database, *, secret_key: str, url_base: str) -> None:
+        self._chunks = ChunkStore(db)
+        self._signing_key = signing.derive_key(secret_key)
+        self._url_base = url_base
+
+    def upload_url(self, key: str, *, content_type: str, expires: datetime) -> str:
+        return signing.signed_url(
+            self._url_base,
+            self._signing_key,
+            method="PUT",
+            key=key,
+            expires=int(expires.timestamp()),
+            content_type=content_type,
+        )
+
+    def download_url(self, key: str, *, expires: datetime) -> str:
+        return signing.signed_url(
+            self._url_base,
+            self._signing_key,
+            method="GET",
+            key=key,
+            expires=int(expires.timestamp()),
+        )
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        await self._chunks.delete(keys)
+
+    def routes(self) -> list[web.RouteDef]:
+        # aiohttp's GET route answers HEAD too (with the same handler, minus the body).
+        return [web.put(ROUTE, self._put), web.get(ROUTE, self._get)]
+
+    async def start(self) -> None:
+        """Nothing to prepare: both collections are read and written by `_id` alone."""
+
+    async def close(self) -> None:
+        """Nothing to release: the database client belongs to the caller."""
+
+    async def _put(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
+        self._verify(request, "PUT", key, content_type)
+        try:
+            stored = await self._chunks.write(
+                key,
+                # Streamed: aiohttp stops reading the socket while this reader's buffer
+                # is full, so an upload of any size costs a bounded amount of memory.
+                request.content.iter_chunked(_READ_SIZE),
+                content_type=content_type,
+                content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
+                expected_length=request.content_length,
+            )
+        except (web.RequestPayloadError, ConnectionError) as exc:
+            # The client broke off or sent a malformed body: its fault, not an incident.
+            raise errors.InputError(f"The request body could not be read: {exc}") from exc
+        log.info("artifact bytes stored", extra={"key": key, "length": stored.length})
+        return web.Response(status=200, headers={hdrs.ETAG: _etag(stored)})
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
+        key = request.match_info["key"]
+        self._verify(request, "GET", key)  # a GET URL serves HEAD too
+        stored = await self._chunks.find(key)
+        if stored is None:
+            raise errors.ResourceNotFound(f"No artifact bytes are stored under {key!r}.")
+        try:
+            wanted = parse_range(request.headers.get(hdrs.RANGE), stored.length)
+        except RangeNotSatisfiable as exc:
+            # Returned, not raised: a 416 carries the length so a client can retry.
+            headers = {hdrs.CONTENT_RANGE: f"bytes */{stored.length}"}
+            return json_response(error_body(request, exc), exc.status, headers)
+        span = wanted or ByteRange(0, stored.length - 1)
+        response = web.StreamResponse(status=200 if wanted is None else 206)
+        response.headers.update(_headers(stored))
+        # The error middleware adds these after the handler returns: too late for a
+        # response whose headers are already out. Browsers (the UI) need the CORS ones.
+        for name, value in COMMON_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if wanted is not None:
+            response.headers[hdrs.CONTENT_RANGE] = wanted.content_range(stored.length)
+        response.content_length = span.length
+        await response.prepare(request)
+        if request.method == hdrs.METH_HEAD:
+            return response
+        try:
+            async for piece in self._chunks.read(stored, span.start, span.end):
+                await response.write(piece)
+        except ConnectionError:
+            pass  # the client went away
+        except Exception:
+            # The status line is out, so no error response can follow (and the error
+            # middleware must not try one). Cutting the connection short of
+            # Content-Length is the only way left to tell the client its copy is bad.
+            log.exception("artifact download broke off", extra={"key": key})
+            if request.transport is not None:
+                request.transport.abort()
+        return response
+
+    def _verify(self, request: web.Request, method: str, key: str, content_type: str = "") -> None:
+        signing.verify(
+            self._signing_key,
+            method=method,
+            key=key,
+            expires=request.query.get("expires"),
+            signature_hex=request.query.get("signature"),
+            now=time.time(),
+            content_type=content_type,
+        )
+
+
+def _headers(stored: StoredObject) -> dict[str, str]:
+    headers = {
+        # The stored bytes exactly as uploaded: aiohttp compresses nothing on its own, and
+        # Content-Encoding merely describes them.
+        hdrs.CONTENT_TYPE: stored.content_type or "application/octet-stream",
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.ETAG: _etag(stored),
+    }
+    if stored.content_encoding:
+        headers[hdrs.CONTENT_ENCODING] = stored.content_encoding
+    return headers
+
+
+def _etag(stored: StoredObject) -> str:
+    return f'"{stored.generation}"'
