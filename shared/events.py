@@ -104,6 +104,18 @@ def task_exception(
     return _task_message("task-exception", status, task, run, body, with_worker=worker)
 
 
+def artifact_created(
+    status: TaskStatus, run: Run, task: TaskDefinition, artifact: dict[str, Any]
+) -> Message:
+    body = {
+        "runId": run.runId,
+        "workerGroup": run.workerGroup,
+        "workerId": run.workerId,
+        "artifact": artifact,
+    }
+    return _task_message("artifact-created", status, task, run, body)
+
+
 def task_priority_changed(status: TaskStatus, task: TaskDefinition, old: str, new: str) -> Message:
     body = {"oldPriority": old, "newPriority": new}
     return _task_message("task-priority-changed", status, task, None, body)

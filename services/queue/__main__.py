@@ -23,6 +23,8 @@ def main() -> None:
         # (Passed straight through: aiohttp 3.14 forwards extra keywords to each request
         # handler, while a `handler_args` dict would be silently dropped.)
         max_field_size=65536,
+        # Artifact bytes are stored as sent: a gzip upload must not be inflated on the way.
+        auto_decompress=False,
     )
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from services.queue import monitoring
+from services.queue.artifacts_api import ArtifactsApi
 from services.queue.auth_api import AuthApi
 from services.queue.claims_api import ClaimsApi
 from services.queue.context import Issuer, QueueContext
@@ -19,8 +20,8 @@ from services.queue.tasks_api import TasksApi
 from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
 from services.queue.workers_api import WorkersApi
+from shared import artifact_bytes, pending
 from shared import db as dbmod
-from shared import pending
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
@@ -70,13 +71,15 @@ def build_app(settings: Settings) -> web.Application:
         issuer=Issuer(settings.root_client_id, settings.root_access_token),
         claim_timeout_s=settings.claim_timeout_s,
     )
+    byte_store = artifact_bytes.open_store(settings, database)
     queue_api = Api(
         "/api/queue/v1",
         monitoring.endpoints()
         + TasksApi(context).endpoints()
         + GroupsApi(context).endpoints()
         + ClaimsApi(context).endpoints()
-        + WorkersApi(context).endpoints(),
+        + WorkersApi(context).endpoints()
+        + ArtifactsApi(context, byte_store).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
@@ -87,12 +90,17 @@ def build_app(settings: Settings) -> web.Application:
         fill_scopes=expand_template,
     )
     app = make_app(queue_api, auth_api)
+    # The embedded byte store serves its signed upload and download URLs from here.
+    app.router.add_routes(byte_store.routes())
     app[MONGO] = client
     app[STORE] = store
 
     async def database_context(app: web.Application) -> AsyncIterator[None]:
         await dbmod.ensure_indexes(database)
+        await store.ensure_default_roles()
+        await byte_store.start()
         yield
+        await byte_store.close()
         await client.close()
 
     async def broker_context(app: web.Application) -> AsyncIterator[None]:

@@ -22,9 +22,11 @@ from pymongo.errors import DuplicateKeyError
 from shared.auth.authenticate import ClientRecord
 from shared.auth.roles import RoleResolver
 from shared.db import Database
+from shared.timeutil import utcnow
 
 CLIENTS = "clients"
 ROLES = "roles"
+DEFAULT_ANONYMOUS_SCOPES = ("queue:get-artifact:public/*",)
 FAR_FUTURE = datetime(3000, 1, 1, tzinfo=UTC)  # static clients never expire
 
 
@@ -165,6 +167,20 @@ class AuthStore:
         return [doc for doc in documents if doc["_id"].startswith(prefix)]
 
     # --- roles -----------------------------------------------------------------------------
+
+    async def ensure_default_roles(self) -> None:
+        """Upstream's convention: anyone may read `public/` artifacts. Created only when
+        there is no `anonymous` role yet, so an operator's own choice stays."""
+        now = utcnow()
+        await self.insert_role(
+            {
+                "_id": "anonymous",
+                "scopes": list(DEFAULT_ANONYMOUS_SCOPES),
+                "description": "Anyone, without credentials: read public artifacts.",
+                "created": now,
+                "lastModified": now,
+            }
+        )
 
     async def get_role(self, role_id: str) -> dict[str, Any] | None:
         return await self._db[ROLES].find_one({"_id": role_id})
