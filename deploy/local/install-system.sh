@@ -3,7 +3,7 @@
 # busybox (for the offline test image). Go must already be on the machine (it builds FerretDB).
 source "$(dirname "$0")/common.sh"
 
-packages=(rabbitmq-server docker.io busybox-static iproute2 ca-certificates patch)
+packages=(rabbitmq-server docker.io busybox-static iproute2 ca-certificates patch curl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

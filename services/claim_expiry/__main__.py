@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from services.claim_expiry.reapers import ClaimReaper, DeadlineReaper, Expirer
-from shared import logs, pending, service
+from shared import artifact_bytes, logs, pending, service
 from shared.config import load_settings
 
 # claim-expiry is also where half-done work is finished: effects a crashed writer left
@@ -19,10 +19,12 @@ LEASE_SWEEP_INTERVAL_S = 5.0
 
 async def _loops(runtime: service.Runtime) -> Sequence[service.Loop]:
     outbox = runtime.store.outbox
+    byte_store = artifact_bytes.open_store(runtime.settings, runtime.db)
+    await byte_store.start()
     return [
         ClaimReaper(runtime).run,
         DeadlineReaper(runtime).run,
-        Expirer(runtime).run,
+        Expirer(runtime, byte_store).run,
         lambda: outbox.run_relay(
             first_s=RELAY_INTERVAL_S, interval_s=RELAY_INTERVAL_S, grace_s=RELAY_GRACE_S
         ),

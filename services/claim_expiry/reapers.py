@@ -18,7 +18,17 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shared import claims, deadlines, dependencies, errors, pending, taskgroups, transitions
+from shared import (
+    artifacts,
+    claims,
+    deadlines,
+    dependencies,
+    errors,
+    pending,
+    taskgroups,
+    transitions,
+)
+from shared.artifact_bytes.base import ByteStore
 from shared.broker import Binding
 from shared.service import Runtime
 from shared.taskstore import TASKS, from_document
@@ -137,9 +147,10 @@ class Expirer:
     """Deletes tasks (and what hangs off them) and task groups past their `expires`. A
     sweep over whole collections on FerretDB, so it runs rarely."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, byte_store: ByteStore) -> None:
         self.db = runtime.db
         self.store = runtime.store
+        self.bytes = byte_store
         self.deadlines = DeadlineReaper(runtime)
 
     async def run(self) -> None:
@@ -147,6 +158,7 @@ class Expirer:
         while True:
             try:
                 await self.overdue(utcnow())
+                await self.expire_artifacts(utcnow())
                 await self.expire(utcnow())
             except Exception:
                 log.exception("expiry sweep failed; retrying")
@@ -162,6 +174,30 @@ class Expirer:
         for task_id in [document["_id"] async for document in cursor]:
             await self.deadlines.resolve_task(task_id)
 
+    async def expire_artifacts(self, now: datetime) -> int:
+        """Artifacts past their `expires`: bytes first, then the record, so a crash in
+        between leaves a record whose (idempotent) deletion is simply repeated."""
+        deleted = 0
+        while True:
+            cursor = self.db[artifacts.COLLECTION].find({"expires": {"$lt": now}})
+            batch = [artifacts.from_document(d) async for d in cursor.limit(EXPIRY_BATCH)]
+            if not batch:
+                break
+            await self.bytes.delete([a.key for a in batch if a.storage_type == "s3"])
+            for artifact in batch:
+                await self.db[artifacts.RUN_INDEX].update_one(
+                    {"_id": f"{artifact.task_id}/{artifact.run_id}"},
+                    {"$pull": {"names": artifact.name}},
+                )
+            ids = [artifacts.artifact_id(a.task_id, a.run_id, a.name) for a in batch]
+            await self.db[artifacts.COLLECTION].delete_many({"_id": {"$in": ids}})
+            deleted += len(batch)
+            if len(batch) < EXPIRY_BATCH:
+                break
+        if deleted:
+            log.info("deleted %d expired artifacts", deleted)
+        return deleted
+
     async def expire(self, now: datetime) -> int:
         deleted = 0
         while True:
@@ -173,6 +209,8 @@ class Expirer:
                     await claims.ended(self.db, record.task_id, run.runId)
                 await dependencies.forget(self.db, record.task_id)
                 await dependencies.forget_waits(self.db, record.task_id, record.definition)
+                runs = [f"{record.task_id}/{run.runId}" for run in record.runs]
+                await self.db[artifacts.RUN_INDEX].delete_many({"_id": {"$in": runs}})
                 await self.store.delete(record.task_id)
             deleted += len(batch)
             if len(batch) < EXPIRY_BATCH:
