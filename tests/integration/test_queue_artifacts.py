@@ -546,3 +546,26 @@ async def test_expired_artifacts_are_deleted_with_their_bytes(
     assert await asyncio.to_thread(status_of, url) in (403, 404)  # the bytes are gone
     listed = root_queue(service).listArtifacts(task_id, "0")["artifacts"]
     assert "public/old.bin" not in [a["name"] for a in listed]
+
+
+def test_any_replica_serves_the_embedded_stores_urls(
+    queue_service: RunningService, tmp_path: Path
+) -> None:
+    service = queue_service  # the default store: bytes in MongoDB, URLs served by replicas
+    task_id, worker = running_run(service)
+    created = worker.createArtifact(
+        task_id,
+        "0",
+        "public/shared.txt",
+        {"storageType": "s3", "contentType": "text/plain", "expires": in_("1 day")},
+    )
+    # A second replica on the same database: it takes the upload signed by the first...
+    other, process = launch_queue(tmp_path, database=service.mongo_db)
+    try:
+        put(created["putUrl"].replace(service.root_url, other.root_url), b"both", "text/plain")
+        # ...and the first serves what the second signed.
+        url = root_queue(other).artifact(task_id, "0", "public/shared.txt")["url"]
+        assert url.startswith(other.root_url)
+        assert requests.get(url.replace(other.root_url, service.root_url)).content == b"both"
+    finally:
+        stop_process(process)
