@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): run every benchmark; results go to bench/results/.
 
-`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs), passing ARGS to it.
+`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts),
+passing ARGS to it.
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import bench_auth, bench_graphs, bench_queue
+from bench import bench_artifacts, bench_auth, bench_graphs, bench_queue
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "auth": bench_auth.main,
     "queue": bench_queue.main,
     "graphs": bench_graphs.main,
+    "artifacts": bench_artifacts.main,
 }
 
 if __name__ == "__main__":
