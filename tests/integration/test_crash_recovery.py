@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import pytest
 import taskcluster
 import taskcluster.aio
@@ -114,6 +115,31 @@ async def statuses(options: dict[str, Any], ids: list[str]) -> dict[str, dict[st
         return found
 
 
+def diagnose(
+    settings: Settings,
+    database: str,
+    tasks: dict[str, list[str]],
+    found: dict[str, dict[str, Any]],
+) -> str:
+    """What the unfinished tasks look like in the database, for a failure message."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_url)
+    try:
+        lines = []
+        for task_id, status in found.items():
+            if status["state"] == "completed":
+                continue
+            document = client[database]["tasks"].find_one({"_id": task_id}) or {}
+            deps = {d: found.get(d, {}).get("state") for d in tasks[task_id]}
+            outbox = sorted(document.get("outbox") or {})
+            lines.append(
+                f"{task_id} {status['state']} waiting={document.get('waiting')} "
+                f"depsLeft={document.get('depsLeft')} outbox={outbox} deps={deps}"
+            )
+        return "\n".join(lines[:20])
+    finally:
+        client.close()
+
+
 async def run_round(directory: Path, settings: Settings, broker: Broker, seed: int) -> Counter[str]:
     rng = random.Random(seed)
     database = f"test_chaos_{uuid.uuid4().hex[:8]}"
@@ -146,7 +172,8 @@ async def run_round(directory: Path, settings: Settings, broker: Broker, seed: i
                 break
             if asyncio.get_running_loop().time() > deadline:
                 states = Counter(s["state"] for s in found.values())
-                pytest.fail(f"graph did not finish: {states}, kills {chaos.kills}")
+                stuck = diagnose(settings, database, tasks, found)
+                pytest.fail(f"graph did not finish: {states}, kills {chaos.kills}\n{stuck}")
             await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(killer, *workers, return_exceptions=True)
