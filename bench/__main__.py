@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): run every benchmark; results go to bench/results/.
 
-`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts),
+`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts, worker),
 passing ARGS to it.
 """
 
@@ -9,13 +9,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import bench_artifacts, bench_auth, bench_graphs, bench_queue
+from bench import bench_artifacts, bench_auth, bench_graphs, bench_queue, bench_worker
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "auth": bench_auth.main,
     "queue": bench_queue.main,
     "graphs": bench_graphs.main,
     "artifacts": bench_artifacts.main,
+    "worker": bench_worker.main,
 }
 
 if __name__ == "__main__":

@@ -8,6 +8,18 @@ PYTHON="$REPO_ROOT/.venv/bin/python"
 
 present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }
 
+# Command-line arguments per service (settings not in $FLOTILLA_HOME/env). The worker
+# takes the root URL and root credentials from the TASKCLUSTER_* variables of the env file.
+args_for() {
+  case $1 in
+    docker_worker)
+      echo --task-queue-id=flotilla/local --worker-group=local --worker-id=local-1 \
+        --cache-root="$FLOTILLA_HOME/worker/caches" --work-root="$FLOTILLA_HOME/worker/work" \
+        --capacity="${FLOTILLA_WORKER_CAPACITY:-2}"
+      ;;
+  esac
+}
+
 start() {
   [[ -f $FLOTILLA_HOME/env ]] || die "$FLOTILLA_HOME/env is missing (run: make up)"
   [[ -x $PYTHON ]] || die "no virtualenv at .venv (run: make venv)"
@@ -18,7 +30,8 @@ start() {
     (
       set -a; source "$FLOTILLA_HOME/env"; set +a
       cd "$REPO_ROOT"
-      nohup "$PYTHON" -m "services.$svc" >>"$LOG_DIR/$svc.log" 2>&1 &
+      # shellcheck disable=SC2046 # the arguments are words without spaces
+      nohup "$PYTHON" -m "services.$svc" $(args_for "$svc") >>"$LOG_DIR/$svc.log" 2>&1 &
       echo $! >"$RUN_DIR/$svc.pid"
     )
     say "started $svc (log: $LOG_DIR/$svc.log)"

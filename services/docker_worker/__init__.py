@@ -1,0 +1,1 @@
+"""docker-worker: runs claimed tasks in Docker containers (ARCHITECTURE §6)."""
