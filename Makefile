@@ -67,11 +67,11 @@ unit: venv ## only the unit tests (no servers needed)
 	@$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv ## ruff: lint and formatting check
-	@$(VPY) -m ruff check services shared tests bench
-	@$(VPY) -m ruff format --check services shared tests bench
+	@$(VPY) -m ruff check services shared tests bench cli
+	@$(VPY) -m ruff format --check services shared tests bench cli
 
 format: venv ## ruff: fix formatting
-	@$(VPY) -m ruff format services shared tests bench
+	@$(VPY) -m ruff format services shared tests bench cli
 
 bench: infra ## run the benchmarks (not tests); results in bench/results/
 	@$(VPY) -m bench

@@ -1,0 +1,51 @@
+"""The CLI's settings, read once in `main` from the merged environment."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_ROOT_URL = "http://127.0.0.1:8080"
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_EXCHANGE_PREFIX = "exchange/taskcluster-queue/v1/"
+
+
+@dataclass(frozen=True)
+class CliConfig:
+    root_url: str
+    client_id: str | None
+    access_token: str | None
+    amqp_url: str
+    exchange_prefix: str
+    max_retries: int = 5
+
+    def queue_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"rootUrl": self.root_url, "maxRetries": self.max_retries}
+        if self.client_id and self.access_token:
+            options["credentials"] = {"clientId": self.client_id, "accessToken": self.access_token}
+        return options
+
+    @property
+    def owner(self) -> str:
+        """Who a task's metadata names when the file does not say."""
+        return self.client_id or "anonymous"
+
+
+def config_from(environ: Mapping[str, str]) -> CliConfig:
+    def pick(*names: str, default: str | None = None) -> str | None:
+        for name in names:
+            if environ.get(name):
+                return environ[name]
+        return default
+
+    return CliConfig(
+        root_url=(pick("TASKCLUSTER_ROOT_URL", "FLOTILLA_ROOT_URL") or DEFAULT_ROOT_URL).rstrip(
+            "/"
+        ),
+        client_id=pick("TASKCLUSTER_CLIENT_ID"),
+        access_token=pick("TASKCLUSTER_ACCESS_TOKEN"),
+        amqp_url=pick("FLOTILLA_AMQP_URL", default=DEFAULT_AMQP_URL) or DEFAULT_AMQP_URL,
+        exchange_prefix=pick("FLOTILLA_EXCHANGE_PREFIX", default=DEFAULT_EXCHANGE_PREFIX)
+        or DEFAULT_EXCHANGE_PREFIX,
+    )

@@ -1,0 +1,63 @@
+"""The CLI's one error boundary: everything a user can cause becomes a one-line message."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from taskcluster.exceptions import (
+    TaskclusterAuthFailure,
+    TaskclusterConnectionError,
+    TaskclusterFailure,
+    TaskclusterRestFailure,
+)
+
+from shared.broker import BrokerError
+
+EXIT_FAILURE = 1  # the request was fine, the world said no (404, 401, connection, ...)
+EXIT_USAGE = 2  # the user's input is wrong (bad file, schema error, bad arguments)
+
+
+class CliError(Exception):
+    """A message for stderr and the process's exit code."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return str(text).strip()
+
+
+def translate(exc: BaseException) -> CliError | None:
+    """Our one-line form of a library error, or None when it is a bug (let it show)."""
+    if isinstance(exc, CliError):
+        return exc
+    if isinstance(exc, TaskclusterAuthFailure) or (
+        isinstance(exc, TaskclusterRestFailure) and exc.status_code in (401, 403)
+    ):
+        status = getattr(exc, "status_code", 401)
+        return CliError(f"not authorized ({status}): {first_line(str(exc))}")
+    if isinstance(exc, TaskclusterRestFailure):
+        status = exc.status_code
+        if status == 404:
+            return CliError(f"not found: {first_line(str(exc))}")
+        code = EXIT_USAGE if status == 400 else EXIT_FAILURE
+        return CliError(f"the queue refused the request ({status}): {first_line(str(exc))}", code)
+    if isinstance(exc, TaskclusterConnectionError):
+        cause = f" ({exc.superExc})" if getattr(exc, "superExc", None) else ""
+        return CliError(f"cannot reach the queue{cause}; is TASKCLUSTER_ROOT_URL right?")
+    if isinstance(exc, TaskclusterFailure):
+        return CliError(first_line(str(exc)))
+    if isinstance(exc, BrokerError):
+        return CliError(f"{first_line(str(exc))}; is FLOTILLA_AMQP_URL right?")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return CliError(f"HTTP {exc.status} from {exc.request_info.real_url}: {exc.message}")
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
+        return CliError(f"HTTP request failed: {first_line(str(exc)) or type(exc).__name__}")
+    return None
