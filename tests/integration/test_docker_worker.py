@@ -32,7 +32,15 @@ from services.docker_worker.app import open_worker
 from services.docker_worker.config import build_config
 from services.docker_worker.containers import RUN_LABEL, WORKER_LABEL
 from services.docker_worker.worker import Worker
-from tests.conftest import RunningService, poll_until
+from shared.config import Settings
+from tests.conftest import (
+    RunningService,
+    _drop_database,
+    launch_queue,
+    launch_service,
+    poll_until,
+    stop_process,
+)
 from tests.integration.queue_support import new_task_queue_id, task_definition
 
 IMAGE = "flotilla/busybox:latest"
@@ -490,3 +498,29 @@ async def test_sigterm_reports_worker_shutdown_and_a_second_worker_takes_the_ret
     assert "Task Starting" in await artifact_text(queue, task_id, "public/logs/live_backing.log")
     async with running_worker(queue_service, tmp_path, tq):
         assert (await resolved(queue, task_id, 1))["state"] == "completed"
+
+
+async def test_a_task_longer_than_its_claim_is_kept_by_reclaiming(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # 3 s claims, a 6 s task: only reclaims (at half the remaining time) keep run 0 alive.
+    database = f"test_reclaim_{uuid.uuid4().hex[:8]}"
+    env = {"FLOTILLA_CLAIM_TIMEOUT": "3"}
+    service, process = launch_queue(tmp_path, database=database, extra_env=env)
+    # claim-expiry resolves a lapsed claim within a second: without reclaims, run 0 would
+    # end as exception/claim-expired
+    expiry = launch_service("claim_expiry", tmp_path, database=database, extra_env=env)
+    try:
+        async with taskcluster.aio.createSession() as session:
+            queue = taskcluster.aio.Queue(service.client_options(), session=session)
+            tq = new_task_queue_id()
+            task_id = await submit(queue, tq, busybox("sleep 6", "echo done"))
+            async with running_worker(service, tmp_path, tq):
+                run = await resolved(queue, task_id, timeout_s=40)
+            status = (await queue.status(task_id))["status"]
+        assert run["state"] == "completed", run
+        assert len(status["runs"]) == 1  # never expired, never retried
+    finally:
+        stop_process(expiry)
+        stop_process(process)
+        _drop_database(settings.mongo_url, database)
