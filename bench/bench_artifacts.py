@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from bson import Binary
 
 from bench.bench_queue import (
     QueueService,
+    _free_port,
     new_task_queue_id,
     print_table,
     progress,
@@ -45,12 +45,6 @@ from shared.config import load_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BLOCK = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
