@@ -10,6 +10,7 @@ LOCAL := deploy/local
 PYTEST_ARGS ?=
 
 .PHONY: help system venv infra up down status test soak unit lint format bench clean
+.PHONY: images
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -72,6 +73,12 @@ lint: venv ## ruff: lint and formatting check
 
 format: venv ## ruff: fix formatting
 	@$(VPY) -m ruff format services shared tests bench cli
+
+# Container images, one per service (deploy/images/): FROM BASE_IMAGE (python:3.11-slim)
+# when it can be pulled, else FROM flotilla/python-base:bookworm made here with debootstrap.
+images: system venv ## build flotilla/<service>:latest images (offline base if no registry)
+	@$(LOCAL)/docker.sh start
+	@deploy/images/build.sh
 
 bench: infra ## run the benchmarks (not tests); results in bench/results/
 	@$(VPY) -m bench

@@ -3,7 +3,10 @@
 # busybox (for the offline test image). Go must already be on the machine (it builds FerretDB).
 source "$(dirname "$0")/common.sh"
 
-packages=(rabbitmq-server docker.io busybox-static iproute2 ca-certificates patch curl)
+# debootstrap and docker-compose: the offline base image and the compose-file check
+# (deploy/images, tests/integration/test_images.py).
+packages=(rabbitmq-server docker.io busybox-static iproute2 ca-certificates patch curl
+  debootstrap docker-compose)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
