@@ -124,10 +124,10 @@ def _route_params(route: str) -> list[str]:
 
 def _aiohttp_path(route: str) -> str:
     # Parameters may hold '/' (taskQueueId, artifact names): the last parameter of a route
-    # absorbs the rest; a taskQueueId takes exactly one '/' or '%2F'.
+    # absorbs the rest; a taskQueueId or workerPoolId takes exactly one '/' or '%2F'.
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name == "taskQueueId":
+        if name in ("taskQueueId", "workerPoolId"):
             return f"{{{name}:[^/%]+(?:/|%2[Ff])[^/%]+}}"
         if name == "name" and route.endswith("<name>"):
             return f"{{{name}:.+}}"

@@ -52,6 +52,18 @@ class Settings(BaseSettings):
     resolver_queue_expires_s: float | None = Field(
         None, gt=0, validation_alias=_env("RESOLVER_QUEUE_EXPIRES")
     )
+    # The provisioner (services.provisioner): its Worker-Manager API, its loop, and where
+    # its `docker` provider keeps each worker process's directory and log.
+    provisioner_host: str = "127.0.0.1"
+    provisioner_port: int = Field(8081, ge=1, le=65535)
+    provisioner_interval_s: float = Field(10.0, gt=0, validation_alias=_env("PROVISIONER_INTERVAL"))
+    provisioner_lease_s: float = Field(15.0, gt=0, validation_alias=_env("PROVISIONER_LEASE"))
+    provisioner_work_root: str = "/tmp/flotilla-provisioner"
+    # The `aws` provider's EC2 endpoint (None: AWS itself; tests point it at moto) and
+    # explicit credentials (None: boto3's usual chain).
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

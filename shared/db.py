@@ -49,6 +49,10 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         ),
     ),
     "task_queues": (IndexModel([("expires", ASCENDING)], name="by_expires"),),
+    # The provisioner's workers, scanned per pool and state.
+    "provisioned_workers": (
+        IndexModel([("workerPoolId", ASCENDING), ("state", ASCENDING)], name="by_pool_state"),
+    ),
 }
 
 

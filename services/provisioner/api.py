@@ -1,0 +1,348 @@
+"""The Worker-Manager-compatible subset under `/api/worker-manager/v1/` (reference 5.3),
+with upstream's method names, routes and scopes, so `taskcluster.WorkerManager` works.
+
+Pools are keyed `provisionerId/workerType` (their task queue). deleteWorkerPool, as
+upstream, switches the pool to `null-provider`: no new workers; the loop removes it
+once its workers are gone. removeWorker marks the worker stopping and asks its provider
+to terminate it; the loop marks it stopped when the provider sees it gone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+import pydantic
+
+from services.provisioner import credentials
+from services.provisioner.pools import (
+    WORKER_ID_PATTERN,
+    WORKER_POOL_ID_PATTERN,
+    PoolConfig,
+    RegisterWorkerRequest,
+    WorkerPoolRequest,
+    pool_out,
+    worker_out,
+)
+from services.provisioner.providers import Provider
+from services.provisioner.providers.docker import Issuer
+from services.provisioner.store import (
+    LIVE_STATES,
+    NULL_PROVIDER,
+    REQUESTED,
+    RUNNING,
+    STATES,
+    STOPPING,
+    PoolStats,
+    PoolStore,
+)
+from shared import errors, paging
+from shared.api import Call, Endpoint
+from shared.models.errors import describe_validation_error
+from shared.timeutil import format_ts, utcnow
+
+log = logging.getLogger(__name__)
+
+POOL_PARAM = {"workerPoolId": WORKER_POOL_ID_PATTERN}
+WORKER_PARAMS = {**POOL_PARAM, "workerGroup": WORKER_ID_PATTERN, "workerId": WORKER_ID_PATTERN}
+MANAGE = "worker-manager:manage-worker-pool:<workerPoolId>"
+WORKER_SCOPE_PATH = "<workerPoolId>/<workerGroup>/<workerId>"
+
+
+def _pool_id(call: Call) -> str:
+    return call.params["workerPoolId"].replace("%2F", "/").replace("%2f", "/")
+
+
+def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
+    limit = paging.limit(query)
+    offset = paging.decode_offset(query)
+    out: dict[str, Any] = {key: items[offset : offset + limit]}
+    if offset + limit < len(items):
+        out["continuationToken"] = paging.encode(offset + limit)
+    return out
+
+
+class WorkerManagerApi:
+    def __init__(
+        self,
+        store: PoolStore,
+        providers: Mapping[str, Provider],
+        issuer: Issuer,
+        wake: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.providers = providers
+        self.issuer = issuer
+        self.wake = wake
+
+    def endpoints(self) -> list[Endpoint]:
+        page = paging.PAGE_QUERY
+        create_scopes = {"AllOf": [MANAGE, "worker-manager:provider:<providerId>"]}
+        return [
+            Endpoint("ping", "GET", "/ping", self.ping),
+            Endpoint(
+                "createWorkerPool",
+                "PUT",
+                "/worker-pool/<workerPoolId>",
+                self.create_worker_pool,
+                create_scopes,
+                input=WorkerPoolRequest,
+                params=POOL_PARAM,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "updateWorkerPool",
+                "POST",
+                "/worker-pool/<workerPoolId>",
+                self.update_worker_pool,
+                create_scopes,
+                input=WorkerPoolRequest,
+                params=POOL_PARAM,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "deleteWorkerPool",
+                "DELETE",
+                "/worker-pool/<workerPoolId>",
+                self.delete_worker_pool,
+                MANAGE,
+                params=POOL_PARAM,
+            ),
+            Endpoint(
+                "workerPool",
+                "GET",
+                "/worker-pool/<workerPoolId>",
+                self.worker_pool,
+                "worker-manager:get-worker-pool:<workerPoolId>",
+                params=POOL_PARAM,
+            ),
+            Endpoint(
+                "listWorkerPools",
+                "GET",
+                "/worker-pools",
+                self.list_worker_pools,
+                "worker-manager:list-worker-pools",
+                query=page,
+            ),
+            Endpoint(
+                "listWorkersForWorkerPool",
+                "GET",
+                "/workers/<workerPoolId>",
+                self.list_workers,
+                "worker-manager:list-workers:<workerPoolId>",
+                params=POOL_PARAM,
+                query=(*page, "state", "launchConfigId"),
+            ),
+            Endpoint(
+                "worker",
+                "GET",
+                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+                self.worker,
+                f"worker-manager:get-worker:{WORKER_SCOPE_PATH}",
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "removeWorker",
+                "DELETE",
+                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+                self.remove_worker,
+                f"worker-manager:remove-worker:{WORKER_SCOPE_PATH}",
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "registerWorker",
+                "POST",
+                "/worker/register",
+                self.register_worker,
+                None,
+                input=RegisterWorkerRequest,
+            ),
+        ]
+
+    async def ping(self, call: Call) -> dict[str, Any]:
+        return {"alive": True, "uptime": 0}
+
+    # --- pools ----------------------------------------------------------------------------
+
+    def _checked(self, call: Call, pool_id: str) -> tuple[WorkerPoolRequest, PoolConfig]:
+        body: WorkerPoolRequest = call.body
+        if body.workerPoolId is not None and body.workerPoolId != pool_id:
+            raise errors.InputError("workerPoolId in the payload does not match the URL")
+        call.authorize(workerPoolId=pool_id, providerId=body.providerId)
+        provider = self.providers.get(body.providerId)
+        if provider is None:
+            raise errors.InputError(f"Provider {body.providerId} does not exist")
+        try:
+            config = PoolConfig.model_validate(body.config)
+            provider.validate(config)
+        except pydantic.ValidationError as exc:
+            raise errors.InputError(
+                f"Invalid config for provider {body.providerId}:\n{describe_validation_error(exc)}"
+            ) from exc
+        except ValueError as exc:
+            raise errors.InputError(
+                f"Invalid config for provider {body.providerId}: {exc}"
+            ) from exc
+        return body, config
+
+    async def _out(self, document: dict[str, Any]) -> dict[str, Any]:
+        return pool_out(document, PoolStats.of(await self.store.workers_of(document["_id"])))
+
+    async def create_worker_pool(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        body, _config = self._checked(call, pool_id)
+        now = utcnow()
+        definition = {
+            "providerId": body.providerId,
+            "description": body.description,
+            "config": body.config,
+            "owner": body.owner,
+            "emailOnError": body.emailOnError,
+        }
+        if not await self.store.insert_pool(
+            {"_id": pool_id, **definition, "created": now, "lastModified": now}
+        ):
+            existing = await self.store.get_pool(pool_id)
+            if existing is None or {k: existing.get(k) for k in definition} != definition:
+                raise errors.RequestConflict(f"Worker pool {pool_id} already exists")
+            return await self._out(existing)  # the same definition again: adopted
+        log.info("worker pool created", extra={"workerPoolId": pool_id})
+        self.wake()
+        return await self._out(await self._require(pool_id))
+
+    async def update_worker_pool(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        body, _config = self._checked(call, pool_id)
+        updated = await self.store.update_pool(
+            pool_id,
+            {
+                "providerId": body.providerId,
+                "description": body.description,
+                "config": body.config,
+                "owner": body.owner,
+                "emailOnError": body.emailOnError,
+                "lastModified": utcnow(),
+            },
+        )
+        if updated is None:
+            raise errors.ResourceNotFound(f"Worker pool {pool_id} does not exist")
+        self.wake()
+        return await self._out(updated)
+
+    async def delete_worker_pool(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        updated = await self.store.update_pool(
+            pool_id, {"providerId": NULL_PROVIDER, "lastModified": utcnow()}
+        )
+        if updated is None:
+            raise errors.ResourceNotFound(f"Worker pool {pool_id} does not exist")
+        self.wake()
+        return await self._out(updated)
+
+    async def _require(self, pool_id: str) -> dict[str, Any]:
+        document = await self.store.get_pool(pool_id)
+        if document is None:
+            raise errors.ResourceNotFound(f"Worker pool {pool_id} does not exist")
+        return document
+
+    async def worker_pool(self, call: Call) -> dict[str, Any]:
+        return await self._out(await self._require(_pool_id(call)))
+
+    async def list_worker_pools(self, call: Call) -> dict[str, Any]:
+        pools = [await self._out(p) for p in await self.store.list_pools()]
+        return _page(pools, call.query, "workerPools")
+
+    # --- workers --------------------------------------------------------------------------
+
+    async def list_workers(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        state = call.query.get("state")
+        if state is not None and state not in STATES:
+            raise errors.InvalidRequestArguments(f"state must be one of {', '.join(STATES)}")
+        workers = await self.store.workers_of(pool_id, [state] if state else STATES)
+        launch_config = call.query.get("launchConfigId")
+        if launch_config is not None:
+            workers = [w for w in workers if w.get("launchConfigId") == launch_config]
+        return _page([worker_out(w) for w in workers], call.query, "workers")
+
+    async def _require_worker(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        group, worker_id = call.params["workerGroup"], call.params["workerId"]
+        worker = await self.store.get_worker(pool_id, group, worker_id)
+        if worker is None:
+            raise errors.ResourceNotFound(
+                f"Worker {group}/{worker_id} in worker pool {pool_id} does not exist"
+            )
+        return worker
+
+    async def worker(self, call: Call) -> dict[str, Any]:
+        return worker_out(await self._require_worker(call))
+
+    async def remove_worker(self, call: Call) -> dict[str, Any]:
+        worker = await self._require_worker(call)
+        provider = self.providers.get(worker["providerId"])
+        if worker["state"] in LIVE_STATES and provider is not None:
+            await self.store.set_worker(
+                worker["_id"],
+                {"state": STOPPING, "lastModified": utcnow()},
+                from_states=(REQUESTED, RUNNING),
+            )
+            await provider.terminate(worker)
+            self.wake()
+        return {}
+
+    async def register_worker(self, call: Call) -> dict[str, Any]:
+        body: RegisterWorkerRequest = call.body
+        pool = await self.store.get_pool(body.workerPoolId)
+        if pool is None:
+            raise errors.ResourceNotFound(f"Worker pool {body.workerPoolId} does not exist")
+        provider = self.providers.get(body.providerId)
+        if provider is None:
+            raise errors.ResourceNotFound(f"Provider {body.providerId} does not exist")
+        worker = await self.store.get_worker(body.workerPoolId, body.workerGroup, body.workerId)
+        described = f"Worker {body.workerGroup}/{body.workerId}"
+        if worker is None:
+            raise errors.ResourceNotFound(
+                f"{described} in worker pool {body.workerPoolId} does not exist"
+            )
+        if worker["providerId"] != body.providerId:
+            raise errors.InputError(f"{described} does not have provider {body.providerId}")
+        if worker["state"] != REQUESTED:
+            raise errors.InputError(f"{described} is {worker['state']}; it cannot register")
+        if not provider.verify_registration(worker, body.workerIdentityProof):
+            raise errors.InputError("Signature validation error")
+        now = utcnow()
+        # One registration per token: only the caller whose update moves it wins.
+        registered = await self.store.set_worker(
+            worker["_id"],
+            {"state": RUNNING, "registeredAt": now, "lastModified": now},
+            from_states=[REQUESTED],
+            unset=["registrationTokenHash"],
+        )
+        if registered is None:
+            raise errors.InputError(f"{described} has already registered")
+        config = PoolConfig.model_validate(pool["config"])
+        lifetime = min(config.lifecycle.reregistrationTimeout, config.lifecycle.maxLifetime)
+        expires = now + timedelta(seconds=lifetime)
+        log.info("worker registered", extra={"worker": worker["_id"]})
+        launch_index = worker.get("launchConfigIndex")
+        worker_config = dict(config.workerConfig)
+        if launch_index is not None and launch_index < len(config.launchConfigs):
+            worker_config.update(config.launchConfigs[launch_index].workerConfig)
+        return {
+            "expires": format_ts(expires),
+            "credentials": credentials.for_worker(
+                issuer_id=self.issuer.client_id,
+                issuer_token=self.issuer.access_token,
+                provider_id=body.providerId,
+                pool_id=body.workerPoolId,
+                group=body.workerGroup,
+                worker_id=body.workerId,
+                now=now,
+                expires=expires,
+            ),
+            "workerConfig": worker_config,
+            "secret": credentials.new_token(),
+        }
