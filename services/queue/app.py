@@ -19,6 +19,7 @@ from services.queue.groups_api import GroupsApi
 from services.queue.tasks_api import TasksApi
 from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
+from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
 from shared import artifact_bytes, pending
 from shared import db as dbmod
@@ -79,6 +80,7 @@ def build_app(settings: Settings) -> web.Application:
         + GroupsApi(context).endpoints()
         + ClaimsApi(context).endpoints()
         + WorkersApi(context).endpoints()
+        + WorkerShutdownApi(context).endpoints()
         + ArtifactsApi(context, byte_store).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
