@@ -1,6 +1,7 @@
 """`python -m bench` (`make bench`): run every benchmark; results go to bench/results/.
 
-`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts, worker),
+`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts, worker,
+provisioner),
 passing ARGS to it.
 """
 
@@ -9,7 +10,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from bench import bench_artifacts, bench_auth, bench_graphs, bench_queue, bench_worker
+from bench import (
+    bench_artifacts,
+    bench_auth,
+    bench_graphs,
+    bench_provisioner,
+    bench_queue,
+    bench_worker,
+)
 
 BENCHMARKS: dict[str, Callable[[], None]] = {
     "auth": bench_auth.main,
@@ -17,6 +25,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "graphs": bench_graphs.main,
     "artifacts": bench_artifacts.main,
     "worker": bench_worker.main,
+    "provisioner": bench_provisioner.main,
 }
 
 if __name__ == "__main__":
