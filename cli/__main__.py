@@ -15,7 +15,7 @@ from cli import artifacts, listen, logs, submit, tasks, watch, workers
 from cli.args import build_parser
 from cli.config import CliConfig, config_from
 from cli.envfile import load_environment
-from cli.errors import CliError, translate
+from cli.errors import translate
 from cli.output import Output
 from cli.session import Clients, open_clients
 
@@ -32,9 +32,9 @@ async def run(args: argparse.Namespace, config: CliConfig, out: Output) -> int:
             routes=args.routes,
             count=args.count,
         )
-    if args.command == "pools":
-        raise CliError("`flotilla pools` is not available yet: it needs the provisioner")
     async with open_clients(config) as clients:
+        if args.command == "pools":
+            return await workers.list_pools(clients, out)
         if args.command == "workers":
             if args.task_queue_id:
                 return await workers.list_workers(clients, out, args.task_queue_id)

@@ -108,5 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         "workers", help="task queues, or the workers of one", parents=[common]
     )
     workers.add_argument("task_queue_id", nargs="?", metavar="TASK_QUEUE")
-    commands.add_parser("pools", help="worker pools (needs the provisioner)", parents=[common])
+    commands.add_parser(
+        "pools", help="worker pools and their capacity (the provisioner's API)", parents=[common]
+    )
     return parser

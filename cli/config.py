@@ -9,6 +9,7 @@ from typing import Any
 DEFAULT_ROOT_URL = "http://127.0.0.1:8080"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_EXCHANGE_PREFIX = "exchange/taskcluster-queue/v1/"
+DEFAULT_PROVISIONER_URL = "http://127.0.0.1:8081"
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class CliConfig:
     access_token: str | None
     amqp_url: str
     exchange_prefix: str
+    # The provisioner serves the Worker-Manager API on its own port (locally 8081).
+    provisioner_url: str = DEFAULT_PROVISIONER_URL
     max_retries: int = 5
 
     def queue_options(self) -> dict[str, Any]:
@@ -25,6 +28,9 @@ class CliConfig:
         if self.client_id and self.access_token:
             options["credentials"] = {"clientId": self.client_id, "accessToken": self.access_token}
         return options
+
+    def worker_manager_options(self) -> dict[str, Any]:
+        return {**self.queue_options(), "rootUrl": self.provisioner_url}
 
     @property
     def owner(self) -> str:
@@ -48,4 +54,8 @@ def config_from(environ: Mapping[str, str]) -> CliConfig:
         amqp_url=pick("FLOTILLA_AMQP_URL", default=DEFAULT_AMQP_URL) or DEFAULT_AMQP_URL,
         exchange_prefix=pick("FLOTILLA_EXCHANGE_PREFIX", default=DEFAULT_EXCHANGE_PREFIX)
         or DEFAULT_EXCHANGE_PREFIX,
+        provisioner_url=(
+            pick("FLOTILLA_PROVISIONER_URL", default=DEFAULT_PROVISIONER_URL)
+            or DEFAULT_PROVISIONER_URL
+        ).rstrip("/"),
     )

@@ -16,6 +16,7 @@ from cli.config import CliConfig
 class Clients:
     queue: taskcluster.aio.Queue
     http: aiohttp.ClientSession
+    worker_manager: taskcluster.aio.WorkerManager
 
 
 @asynccontextmanager
@@ -23,4 +24,8 @@ async def open_clients(config: CliConfig) -> AsyncIterator[Clients]:
     # No total timeout: a live log streams for as long as its task runs.
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        yield Clients(taskcluster.aio.Queue(config.queue_options(), session=http), http)
+        yield Clients(
+            taskcluster.aio.Queue(config.queue_options(), session=http),
+            http,
+            taskcluster.aio.WorkerManager(config.worker_manager_options(), session=http),
+        )

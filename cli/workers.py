@@ -1,5 +1,6 @@
 """`flotilla workers [TASK_QUEUE]`: task queues with their pending counts, or the workers
-of one task queue (listProvisioners / listWorkerTypes / listWorkers)."""
+of one task queue (listProvisioners / listWorkerTypes / listWorkers); `flotilla pools`:
+the provisioner's worker pools (Worker-Manager's listWorkerPools)."""
 
 from __future__ import annotations
 
@@ -85,5 +86,32 @@ async def list_workers(clients: Clients, out: Output, task_queue_id: str) -> int
         ["group", "worker", "first claim", "last active", "latest task/run", "quarantined until"],
         rows,
         title=f"{task_queue_id}: {len(workers)} workers",
+    )
+    return 0
+
+
+async def list_pools(clients: Clients, out: Output) -> int:
+    pools = [pool async for pool in pages(clients.worker_manager.listWorkerPools, "workerPools")]
+    if out.json_mode:
+        out.json({"workerPools": pools})
+        return 0
+    rows = []
+    for pool in pools:
+        config = pool.get("config") or {}
+        rows.append(
+            [
+                pool["workerPoolId"],
+                pool["providerId"],
+                f"{config.get('minCapacity', 0)}-{config.get('maxCapacity', 0)}",
+                pool.get("runningCapacity", 0),
+                pool.get("requestedCapacity", 0),
+                pool.get("stoppingCapacity", 0),
+                short_time(pool.get("lastModified")),
+            ]
+        )
+    out.table(
+        ["pool", "provider", "min-max", "running", "requested", "stopping", "changed"],
+        rows,
+        title=f"{len(pools)} worker pools",
     )
     return 0

@@ -42,6 +42,7 @@ from tests.conftest import (
     stop_process,
 )
 from tests.integration.queue_support import new_task_queue_id, task_definition
+from tests.integration.test_cli import flotilla
 
 IMAGE = "flotilla/busybox:latest"
 WORKER_LABEL = "org.flotilla.docker-worker"
@@ -421,3 +422,30 @@ async def test_two_replicas_never_both_act(
     finally:
         stop_process(one.process)
         stop_process(two.process)
+
+
+async def test_flotilla_pools_lists_the_provisioners_pools(
+    platform: Platform, tmp_path: Path, prov_db: str, moto_server: str
+) -> None:
+    prov = start_provisioner(platform, tmp_path, prov_db, moto_server)
+    try:
+        pool = f"pools-{uuid.uuid4().hex[:6]}/wt"
+        body = pool_body("docker", minCapacity=0, maxCapacity=3, scalingRatio=1)
+        await asyncio.to_thread(prov.manager(platform).createWorkerPool, pool, body)
+        env = {
+            **os.environ,
+            "TASKCLUSTER_ROOT_URL": platform.queue.root_url,
+            "TASKCLUSTER_CLIENT_ID": platform.queue.root_client_id,
+            "TASKCLUSTER_ACCESS_TOKEN": platform.queue.root_access_token,
+            "FLOTILLA_PROVISIONER_URL": prov.url,
+            "FLOTILLA_ENV_FILE": "",
+            "COLUMNS": "200",
+        }
+        listed = await asyncio.to_thread(flotilla, env, "pools", "--json")
+        assert listed.returncode == 0, listed.stderr
+        pools = {p["workerPoolId"]: p for p in json.loads(listed.stdout)["workerPools"]}
+        assert pools[pool]["providerId"] == "docker"
+        table = await asyncio.to_thread(flotilla, env, "pools")
+        assert pool in table.stdout and "0-3" in table.stdout, table.stdout
+    finally:
+        stop_process(prov.process)
