@@ -188,7 +188,11 @@ async def fan_in(service: QueueService, size: int) -> dict[str, Any]:
         last_completed = await claim_and_complete(service, queue, last_tq, 1)
 
         async def sink_pending() -> bool:
-            return (await queue.status(sink))["status"]["state"] == "pending"
+            # The queue's counter, not status(): the sink's definition lists every
+            # dependency (~250 KB at 10,000), and polling it every 5 ms would load the
+            # very path being timed. The count moves when run 0 is queued (claimable),
+            # just after the status says pending: if anything, a stricter probe.
+            return (await queue.pendingTasks(sink_tq))["pendingTasks"] >= 1
 
         pending_at = await wait_until(sink_pending)
     return {
