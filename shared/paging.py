@@ -54,4 +54,14 @@ def decode_offset(query: Mapping[str, str]) -> int:
     return position
 
 
+def offset_page(items: list[Any], query: Mapping[str, str], key: str) -> dict[str, Any]:
+    """One page of an in-memory list, continued by offset (for short listings)."""
+    size = limit(query)
+    offset = decode_offset(query)
+    out: dict[str, Any] = {key: items[offset : offset + size]}
+    if offset + size < len(items):
+        out["continuationToken"] = encode(offset + size)
+    return out
+
+
 PAGE_QUERY = ("limit", "continuationToken")

@@ -55,15 +55,6 @@ def _pool_id(call: Call) -> str:
     return call.params["workerPoolId"].replace("%2F", "/").replace("%2f", "/")
 
 
-def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
-    limit = paging.limit(query)
-    offset = paging.decode_offset(query)
-    out: dict[str, Any] = {key: items[offset : offset + limit]}
-    if offset + limit < len(items):
-        out["continuationToken"] = paging.encode(offset + limit)
-    return out
-
-
 class WorkerManagerApi:
     def __init__(
         self,
@@ -252,7 +243,7 @@ class WorkerManagerApi:
 
     async def list_worker_pools(self, call: Call) -> dict[str, Any]:
         pools = [await self._out(p) for p in await self.store.list_pools()]
-        return _page(pools, call.query, "workerPools")
+        return paging.offset_page(pools, call.query, "workerPools")
 
     # --- workers --------------------------------------------------------------------------
 
@@ -265,7 +256,7 @@ class WorkerManagerApi:
         launch_config = call.query.get("launchConfigId")
         if launch_config is not None:
             workers = [w for w in workers if w.get("launchConfigId") == launch_config]
-        return _page([worker_out(w) for w in workers], call.query, "workers")
+        return paging.offset_page([worker_out(w) for w in workers], call.query, "workers")
 
     async def _require_worker(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)

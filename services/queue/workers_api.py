@@ -137,15 +137,6 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     return out
 
 
-def _page(items: list[Any], query: dict[str, str], key: str) -> dict[str, Any]:
-    limit = paging.limit(query)
-    offset = paging.decode_offset(query)
-    out: dict[str, Any] = {key: items[offset : offset + limit]}
-    if offset + limit < len(items):
-        out["continuationToken"] = paging.encode(offset + limit)
-    return out
-
-
 class WorkersApi:
     def __init__(self, context: QueueContext) -> None:
         self.ctx = context
@@ -316,7 +307,7 @@ class WorkersApi:
         return document
 
     async def list_provisioners(self, call: Call) -> dict[str, Any]:
-        return _page(provisioners_of(await self._queues()), call.query, "provisioners")
+        return paging.offset_page(provisioners_of(await self._queues()), call.query, "provisioners")
 
     async def get_provisioner(self, call: Call) -> dict[str, Any]:
         provisioner_id = call.params["provisionerId"]
@@ -327,14 +318,16 @@ class WorkersApi:
 
     async def list_worker_types(self, call: Call) -> dict[str, Any]:
         queues = await self._queues({"provisionerId": call.params["provisionerId"]})
-        return _page([_worker_type_out(q) for q in queues], call.query, "workerTypes")
+        return paging.offset_page([_worker_type_out(q) for q in queues], call.query, "workerTypes")
 
     async def get_worker_type(self, call: Call) -> dict[str, Any]:
         task_queue_id = f"{call.params['provisionerId']}/{call.params['workerType']}"
         return _worker_type_out(await self._queue(task_queue_id))
 
     async def list_task_queues(self, call: Call) -> dict[str, Any]:
-        return _page([_queue_out(q) for q in await self._queues()], call.query, "taskQueues")
+        return paging.offset_page(
+            [_queue_out(q) for q in await self._queues()], call.query, "taskQueues"
+        )
 
     async def get_task_queue(self, call: Call) -> dict[str, Any]:
         return _queue_out(await self._queue(call.params["taskQueueId"]))
@@ -433,7 +426,7 @@ class WorkersApi:
             if document["expires"] <= now and not is_quarantined:
                 continue
             workers.append(_worker_summary(document, now))
-        return _page(workers, call.query, "workers")
+        return paging.offset_page(workers, call.query, "workers")
 
     async def _worker(self, call: Call) -> dict[str, Any]:
         p = call.params
