@@ -424,7 +424,9 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
     resolved = _with_runs(record, runs, ever_resolved=True)
     return Outcome(
         resolved,
-        (ended, *_resolution_events(resolved, resolved_run), *_first_resolution(record)),
+        # The group's count goes down before task-completed goes out: a resolver that
+        # hears it must find the group already counted, or nobody announces the group.
+        (ended, *_first_resolution(record), *_resolution_events(resolved, resolved_run)),
     )
 
 

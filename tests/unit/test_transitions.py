@@ -1152,3 +1152,15 @@ def test_only_a_first_resolution_is_counted_for_the_group() -> None:
     retried = resolve(running(), "worker-shutdown")
     assert counted(retried) == 0  # a retry is not a resolution
     assert counted(transitions.cancel(unscheduled(), LATER)) == 1
+
+
+def test_the_group_is_counted_before_the_resolution_is_announced() -> None:
+    # A dependency-resolver that hears task-completed checks the group at once: the
+    # group's count must already be down, or task-group-resolved is never published.
+    for outcome in (resolve(running(), "completed"), transitions.cancel(running(), LATER)):
+        kinds = [
+            "group" if isinstance(e, transitions.GroupMemberResolved) else "message"
+            for e in outcome.effects
+            if isinstance(e, transitions.GroupMemberResolved | Message)
+        ]
+        assert kinds[0] == "group" and "message" in kinds, kinds
