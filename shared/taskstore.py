@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +30,7 @@ from shared.transitions import Effect, Outcome, TaskRecord
 log = logging.getLogger(__name__)
 
 TASKS = "tasks"
+SIDE_DEPENDENCIES = "task_dependencies"  # long dependency lists, by TaskRecord.dependencies_ref
 LOOKUP_BATCH = 1000
 MAX_ATTEMPTS = 20  # optimistic-concurrency retries before giving up with a 500
 
@@ -44,7 +45,7 @@ def to_document(record: TaskRecord) -> dict[str, Any]:
     task = record.definition
     document: dict[str, Any] = {
         "_id": record.task_id,
-        "definition": task.model_dump_json(),
+        "definition": stored_definition(record),
         "taskGroupId": task.taskGroupId,
         "taskQueueId": task.taskQueueId,
         "schedulerId": task.schedulerId,
@@ -56,7 +57,17 @@ def to_document(record: TaskRecord) -> dict[str, Any]:
         # Due-time fields are left out while unset, so their sparse indexes skip the task.
         **{k: v for k, v in _state_fields(record).items() if v is not None},
     }
+    if record.dependencies_ref is not None:
+        document["dependenciesRef"] = record.dependencies_ref
     return document
+
+
+def stored_definition(record: TaskRecord) -> str:
+    """The definition as kept in the task's document: without a side-stored dependency
+    list, whether or not this record carries it."""
+    if record.dependencies_ref is None or not record.definition.dependencies:
+        return record.definition.model_dump_json()
+    return record.definition.model_copy(update={"dependencies": []}).model_dump_json()
 
 
 def _state_fields(record: TaskRecord) -> dict[str, Any]:
@@ -81,6 +92,7 @@ def from_document(document: Mapping[str, Any]) -> TaskRecord:
         retries_left=document["retriesLeft"],
         ever_resolved=document.get("everResolved", False),
         version=document["version"],
+        dependencies_ref=document.get("dependenciesRef"),
     )
 
 
@@ -95,7 +107,7 @@ def update_for(
         else:
             to_set[key] = value
     if after.definition is not before.definition:
-        to_set["definition"] = after.definition.model_dump_json()
+        to_set["definition"] = stored_definition(after)
         to_set["priority"] = priority_to_int(after.definition.priority)
     for index, effect in enumerate(effects):
         to_set[f"outbox.{outbox_key(before.version + 1, index)}"] = effect
@@ -130,33 +142,55 @@ class TaskStore:
         self._fault = fault
         self._background: set[asyncio.Task[Any]] = set()
 
-    async def get(self, task_id: str) -> Loaded | None:
+    async def get(self, task_id: str, *, whole: bool = True) -> Loaded | None:
+        """The task as stored; `whole=False` skips reading a side-stored dependency list
+        (transitions never need it, only answers that show the definition do)."""
         document = await self.tasks.find_one({"_id": task_id})
         if document is None:
             return None
-        return Loaded(from_document(document), dict(document.get("outbox") or {}))
+        record = from_document(document)
+        if whole:
+            (record,) = await self.complete([record])
+        return Loaded(record, dict(document.get("outbox") or {}))
 
     async def load(self, task_id: str) -> TaskRecord | None:
         loaded = await self.get(task_id)
         return loaded.record if loaded is not None else None
 
-    async def require(self, task_id: str) -> Loaded:
-        loaded = await self.get(task_id)
+    async def require(self, task_id: str, *, whole: bool = True) -> Loaded:
+        loaded = await self.get(task_id, whole=whole)
         if loaded is None:
             raise errors.ResourceNotFound(f"Task `{task_id}` not found")
         return loaded
 
-    async def load_many(self, task_ids: list[str]) -> dict[str, TaskRecord]:
+    async def load_many(self, task_ids: list[str], *, whole: bool = True) -> dict[str, TaskRecord]:
         """The tasks that exist among `task_ids`: one `$in` query per thousand ids (an
         index search on MongoDB and on our patched FerretDB)."""
         unique = list(dict.fromkeys(task_ids))
         found: dict[str, TaskRecord] = {}
         for start in range(0, len(unique), LOOKUP_BATCH):
             batch = unique[start : start + LOOKUP_BATCH]
-            async for document in self.tasks.find({"_id": {"$in": batch}}):
-                record = from_document(document)
-                found[record.task_id] = record
+            records = [from_document(d) async for d in self.tasks.find({"_id": {"$in": batch}})]
+            if whole:
+                records = await self.complete(records)
+            found.update((record.task_id, record) for record in records)
         return found
+
+    async def complete(self, records: list[TaskRecord]) -> list[TaskRecord]:
+        """The records with their side-stored dependency lists put back."""
+        refs = [r.dependencies_ref for r in records if r.partial]
+        if not refs:
+            return records
+        lists = {
+            d["_id"]: d["dependencies"]
+            async for d in self.db[SIDE_DEPENDENCIES].find({"_id": {"$in": refs}})
+        }
+        return [
+            replace(r, definition=r.definition.model_copy(update={"dependencies": lists[ref]}))
+            if r.partial and (ref := r.dependencies_ref) in lists
+            else r
+            for r in records
+        ]
 
     async def insert(
         self,
@@ -167,6 +201,8 @@ class TaskStore:
     ) -> TaskRecord | None:
         """Insert a new task with the effects of its creation in its outbox, then carry
         them out. None if the taskId is already taken."""
+        if record.dependencies_ref is not None and not record.partial:
+            await self._store_dependencies(record)
         documents = [effect_document(effect) for effect in effects]
         keys = [outbox_key(record.version, index) for index in range(len(documents))]
         document = {**to_document(record), **(extra or {})}
@@ -182,8 +218,24 @@ class TaskStore:
             await self.outbox.deliver(record.task_id, record.version, document["outbox"])
         return record
 
-    async def delete(self, task_id: str) -> None:
-        await self.tasks.delete_one({"_id": task_id})
+    async def _store_dependencies(self, record: TaskRecord) -> None:
+        """Before the task: whoever finds the task finds its list. The id names the
+        content, so a list already there (a repeated createTask) is the same list."""
+        try:
+            await self.db[SIDE_DEPENDENCIES].insert_one(
+                {
+                    "_id": record.dependencies_ref,
+                    "dependencies": list(record.definition.dependencies),
+                    "expires": record.definition.expires,
+                }
+            )
+        except DuplicateKeyError:
+            pass
+
+    async def delete(self, record: TaskRecord) -> None:
+        await self.tasks.delete_one({"_id": record.task_id})
+        if record.dependencies_ref is not None:
+            await self.db[SIDE_DEPENDENCIES].delete_one({"_id": record.dependencies_ref})
 
     async def mutate(
         self,
@@ -197,7 +249,7 @@ class TaskStore:
         Raises ResourceNotFound when the task does not exist."""
         for _attempt in range(MAX_ATTEMPTS):
             if loaded is None:
-                loaded = await self.require(task_id)
+                loaded = await self.require(task_id, whole=False)
             record = loaded.record
             # Effects a crashed writer left behind go out with ours (at least once).
             leftover = loaded.outbox
@@ -240,14 +292,7 @@ class TaskStore:
             self.in_background(self.outbox.deliver(before.task_id, version, outbox))
         else:
             await self.outbox.deliver(before.task_id, version, outbox)
-        return TaskRecord(
-            after.task_id,
-            after.definition,
-            after.runs,
-            after.retries_left,
-            after.ever_resolved,
-            version,
-        )
+        return replace(after, version=version)
 
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run bookkeeping after the response; `drain` waits for it at shutdown."""

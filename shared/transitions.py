@@ -10,6 +10,7 @@ unchanged with the effects a repeat must re-send (upstream re-publishes on repea
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -107,6 +108,22 @@ Effect = (
 )
 
 
+INLINE_DEPENDENCIES = 64
+
+
+def side_ref(task_id: str, definition: TaskDefinition) -> str | None:
+    """Where a long dependency list is kept apart from the task's document, or None.
+
+    FerretDB reads and rewrites a whole document for every update, and a fan-in sink's
+    definition holds up to 10,000 ids (~250 KB): kept inline, every count-down and status
+    change of the sink would move them. The id names the list's content, so a createTask
+    retried with other dependencies after a crash never reuses a list it did not write."""
+    if len(definition.dependencies) <= INLINE_DEPENDENCIES:
+        return None
+    digest = hashlib.sha256("\n".join(definition.dependencies).encode()).hexdigest()[:20]
+    return f"{task_id}/{digest}"
+
+
 @dataclass(frozen=True)
 class TaskRecord:
     """A task as stored: its definition (taskGroupId filled in), runs and bookkeeping."""
@@ -117,11 +134,20 @@ class TaskRecord:
     retries_left: int = 0
     ever_resolved: bool = False
     version: int = 0
+    # Set for a task whose long dependency list is stored beside it (shared.taskstore):
+    # the side document's id. A record read without that list has `dependencies == []`.
+    dependencies_ref: str | None = None
 
     @classmethod
     def new(cls, task_id: str, definition: TaskDefinition) -> TaskRecord:
         definition = definition.with_task_group_id(task_id)
-        return cls(task_id, definition, (), definition.retries)
+        ref = side_ref(task_id, definition)
+        return cls(task_id, definition, (), definition.retries, dependencies_ref=ref)
+
+    @property
+    def partial(self) -> bool:
+        """Read without its side-stored dependency list (enough for every transition)."""
+        return self.dependencies_ref is not None and not self.definition.dependencies
 
     @property
     def status(self) -> TaskStatus:

@@ -31,7 +31,7 @@ from shared import (
 from shared.artifact_bytes.base import ByteStore
 from shared.broker import Binding
 from shared.service import Runtime
-from shared.taskstore import TASKS, from_document
+from shared.taskstore import SIDE_DEPENDENCIES, TASKS, from_document
 from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class Expirer:
         deleted = 0
         while True:
             cursor = self.db[TASKS].find({"expires": {"$lt": now}}).limit(EXPIRY_BATCH)
-            batch = [from_document(document) async for document in cursor]
+            batch = await self.store.complete([from_document(d) async for d in cursor])
             for record in batch:
                 for run in record.runs:
                     await pending.remove(self.db, record.task_id, run.runId)
@@ -211,11 +211,13 @@ class Expirer:
                 await dependencies.forget_waits(self.db, record.task_id, record.definition)
                 runs = [f"{record.task_id}/{run.runId}" for run in record.runs]
                 await self.db[artifacts.RUN_INDEX].delete_many({"_id": {"$in": runs}})
-                await self.store.delete(record.task_id)
+                await self.store.delete(record)
             deleted += len(batch)
             if len(batch) < EXPIRY_BATCH:
                 break
         await self.db[taskgroups.COLLECTION].delete_many({"expires": {"$lt": now}})
+        # Lists a crashed createTask stored for a task it never inserted, and any left over.
+        await self.db[SIDE_DEPENDENCIES].delete_many({"expires": {"$lt": now}})
         if deleted:
             log.info("deleted %d expired tasks", deleted)
         return deleted

@@ -44,7 +44,7 @@ class Resolver:
         """Handle a batch of resolutions together (a fan-in's completions arrive in bursts,
         and its sink is updated once per batch instead of once per completion); returns
         how many dependents it scheduled."""
-        records = await self.store.load_many(task_ids)
+        records = await self.store.load_many(task_ids, whole=False)
         satisfied_by: dict[str, list[str]] = {}
         groups: set[str] = set()
         for task_id, record in records.items():

@@ -236,6 +236,7 @@ class ClaimsApi:
                     claimed=recent,
                 )
             )
+        claimed = await self.store.complete(claimed)
         return {"tasks": [self._claim_body(r, len(r.runs) - 1, with_task=True) for r in claimed]}
 
     async def claim_task(self, call: Call) -> dict[str, Any]:
@@ -262,11 +263,12 @@ class ClaimsApi:
             ),
             claimed=[{"taskId": task_id, "runId": run_id}],
         )
+        (record,) = await self.store.complete([record])
         return self._claim_body(record, run_id, with_task=True)
 
     async def reclaim_task(self, call: Call) -> dict[str, Any]:
         task_id, run_id = call.params["taskId"], int(call.params["runId"])
-        loaded = await self.store.require(task_id)
+        loaded = await self.store.require(task_id, whole=False)
         if loaded.record.run(run_id) is None:
             raise errors.ResourceNotFound(f"Run {run_id} of task `{task_id}` not found")
         outcome = await self.store.mutate(

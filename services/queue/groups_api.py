@@ -97,7 +97,7 @@ class GroupsApi:
             query["_id"] = {"$gt": after}
         cursor = self.ctx.db[TASKS].find(query).sort("_id", ASCENDING).limit(limit + 1)
         records = [from_document(document) async for document in cursor]
-        page = records[:limit]
+        page = await self.ctx.store.complete(records[:limit])
         out = {
             **taskgroups.info(group),
             "tasks": [

@@ -198,7 +198,7 @@ class TasksApi:
         return loaded.record.definition.to_output()
 
     async def status(self, call: Call) -> dict[str, Any]:
-        loaded = await self.store.require(call.params["taskId"])
+        loaded = await self.store.require(call.params["taskId"], whole=False)
         return status_body(loaded.record)
 
     async def _batch(self, call: Call) -> tuple[list[TaskRecord], str | None]:
@@ -310,7 +310,7 @@ class TasksApi:
         if problems:
             if created:  # upstream inserts first and takes the task back on a bad dependency
                 await dependencies.unregister(db, record.task_id, task)
-                await self.store.delete(record.task_id)
+                await self.store.delete(record)
             raise errors.InputError("\n".join(problems))
         await dependencies.satisfy_edges(
             db,

@@ -176,6 +176,22 @@ def test_a_wide_fan_in_counts_in_shards(queue: taskcluster.Queue, platform: Plat
     assert state(queue, sink) == "unscheduled", "one dependency is still running"
     drain_completing(queue, tq, 1)
     wait_for(lambda: state(queue, sink) == "pending", what="the wide fan-in's sink")
+    # The sink's long dependency list is stored apart from its hot document; every
+    # answer that shows the definition still shows all of it, in the order given.
+    assert queue.task(sink)["dependencies"] == ids
+    assert queue.tasks({"taskIds": [sink]})["tasks"][0]["task"]["dependencies"] == ids
+    assert listed[0]["task"]["dependencies"] == ids
+    group = queue.listTaskGroup(sink)["tasks"]
+    assert [t["task"]["dependencies"] for t in group] == [ids]
+    assert queue.listPendingTasks(sink_tq)["tasks"][0]["task"]["dependencies"] == ids
+    repeated = task_definition(sink_tq, dependencies=ids)
+    repeated.update({k: v for k, v in queue.task(sink).items() if k in ("created", "deadline")})
+    assert queue.createTask(sink, repeated)["status"]["taskId"] == sink
+    with pytest.raises(taskcluster.TaskclusterRestFailure) as conflict:
+        queue.createTask(sink, {**repeated, "dependencies": ids[:-1]})
+    assert conflict.value.status_code == 409
+    claim = claim_one(queue, sink_tq)
+    assert claim["task"]["dependencies"] == ids
 
 
 def drain_completing(queue: taskcluster.Queue, tq: str, count: int) -> None:

@@ -9,7 +9,7 @@ from datetime import timedelta
 from services.dependency_resolver.release import bulk_updates, plan_release
 from shared import dependencies, transitions
 from shared.ids import slugid
-from shared.taskstore import to_document
+from shared.taskstore import from_document, stored_definition, to_document
 from shared.transitions import Enqueue, TaskRecord
 from tests.unit.test_transitions import DEADLINE, NOW, definition
 
@@ -96,3 +96,23 @@ def test_identical_changes_become_one_conditional_update() -> None:
     effects = first.outcomes[0].effects
     assert isinstance(effects[0], Enqueue) and effects[0].task_id == records[0].task_id
     assert effects[1].event == "task-pending"  # type: ignore[union-attr]
+
+
+def test_a_long_dependency_list_is_stored_beside_the_task() -> None:
+    few = TaskRecord.new("F", definition(dependencies=[slugid() for _ in range(64)]))
+    assert few.dependencies_ref is None
+    assert len(from_document(to_document(few)).definition.dependencies) == 64
+
+    requireds = [slugid() for _ in range(65)]
+    many = TaskRecord.new("M", definition(dependencies=requireds))
+    assert many.dependencies_ref is not None and many.dependencies_ref.startswith("M/")
+    stored = to_document(many)
+    assert not any(r in stored["definition"] for r in requireds)
+    read = from_document(stored)
+    assert read.partial and read.dependencies_ref == many.dependencies_ref
+    # Written back (a transition changed the priority), it stays without the list.
+    assert stored_definition(many) == stored_definition(read) == stored["definition"]
+    # The id names the content: another list for the same taskId gets another id.
+    other = TaskRecord.new("M", definition(dependencies=requireds[:-1] + [slugid()]))
+    assert other.dependencies_ref != many.dependencies_ref
+    assert TaskRecord.new("M", definition(dependencies=requireds)) == many
