@@ -34,6 +34,14 @@ class Settings(BaseSettings):
     secret_key: str = "flotilla-development-secret-key-change-me"
 
     claim_timeout_s: int = Field(1200, ge=1, validation_alias=_env("CLAIM_TIMEOUT"))
+    # claimWork's long poll (upstream: 20 s). An idle worker calls the queue this often.
+    claim_work_wait_s: float = Field(20.0, gt=0, validation_alias=_env("CLAIM_WORK_WAIT"))
+    # A worker's lastDateActive is stamped at most this often per queue replica (upstream:
+    # 30 min). The provisioner allows this much staleness, plus one claimWork long poll,
+    # before it calls a worker inactive (lifecycle.queueInactivityTimeout).
+    worker_activity_resolution_s: float = Field(
+        60.0, gt=0, validation_alias=_env("WORKER_ACTIVITY_RESOLUTION")
+    )
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
     # Public base URL of the gridfs store's signed artifact URLs (a queue replica or the
     # load balancer in front of them); None means root_url.
@@ -59,6 +67,15 @@ class Settings(BaseSettings):
     provisioner_interval_s: float = Field(10.0, gt=0, validation_alias=_env("PROVISIONER_INTERVAL"))
     provisioner_lease_s: float = Field(15.0, gt=0, validation_alias=_env("PROVISIONER_LEASE"))
     provisioner_work_root: str = "/tmp/flotilla-provisioner"
+    # The `docker` provider's container form: the worker image (`make images` builds it)
+    # and the engine (its unix socket is mounted into each worker container).
+    provisioner_worker_image: str = "flotilla/docker-worker:latest"
+    provisioner_docker_url: str = "unix:///var/run/docker.sock"
+    # A terminated docker worker gets SIGTERM (it reports its tasks worker-shutdown), then
+    # SIGKILL after this long.
+    provisioner_worker_grace_s: float = Field(
+        30.0, ge=0, validation_alias=_env("PROVISIONER_WORKER_GRACE")
+    )
     # The `aws` provider's EC2 endpoint (None: AWS itself; tests point it at moto) and
     # explicit credentials (None: boto3's usual chain).
     aws_endpoint_url: str | None = None

@@ -45,7 +45,10 @@ start() {
 }
 
 stop() {
-  for svc in "${SERVICES[@]}"; do stop_pid "$svc"; done
+  # Reverse order: workers and the provisioner still reach the queue while they shut down
+  # (a stopped worker reports its running tasks as worker-shutdown).
+  local i
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_pid "${SERVICES[i]}"; done
 }
 
 status() {

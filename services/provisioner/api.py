@@ -4,7 +4,9 @@ with upstream's method names, routes and scopes, so `taskcluster.WorkerManager` 
 Pools are keyed `provisionerId/workerType` (their task queue). deleteWorkerPool, as
 upstream, switches the pool to `null-provider`: no new workers; the loop removes it
 once its workers are gone. removeWorker marks the worker stopping and asks its provider
-to terminate it; the loop marks it stopped when the provider sees it gone.
+to terminate it; the loop marks it stopped when the provider sees it gone. Workers of a
+provider that does not launch its own (`static`) are made by createWorker/updateWorker
+and removeWorker marks them stopped at once, as upstream.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from services.provisioner import credentials
 from services.provisioner.pools import (
     WORKER_ID_PATTERN,
     WORKER_POOL_ID_PATTERN,
+    CreateWorkerRequest,
     PoolConfig,
     RegisterWorkerRequest,
     WorkerPoolRequest,
     pool_out,
+    stored_worker,
     worker_out,
 )
-from services.provisioner.providers import Provider
+from services.provisioner.providers import Provider, ProviderError
 from services.provisioner.providers.docker import Issuer
 from services.provisioner.store import (
     LIVE_STATES,
@@ -34,6 +38,8 @@ from services.provisioner.store import (
     REQUESTED,
     RUNNING,
     STATES,
+    STOPPED,
+    STOPPED_KEPT,
     STOPPING,
     PoolStats,
     PoolStore,
@@ -132,6 +138,24 @@ class WorkerManagerApi:
                 "/workers/<workerPoolId>/<workerGroup>/<workerId>",
                 self.worker,
                 f"worker-manager:get-worker:{WORKER_SCOPE_PATH}",
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "createWorker",
+                "PUT",
+                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+                self.create_worker,
+                f"worker-manager:create-worker:{WORKER_SCOPE_PATH}",
+                input=CreateWorkerRequest,
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
+                "updateWorker",
+                "POST",
+                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+                self.update_worker,
+                f"worker-manager:update-worker:{WORKER_SCOPE_PATH}",
+                input=CreateWorkerRequest,
                 params=WORKER_PARAMS,
             ),
             Endpoint(
@@ -271,17 +295,99 @@ class WorkerManagerApi:
     async def worker(self, call: Call) -> dict[str, Any]:
         return worker_out(await self._require_worker(call))
 
+    def _made_by_api(self, pool: dict[str, Any], body: CreateWorkerRequest) -> dict[str, Any]:
+        """What createWorker/updateWorker store, from the pool's provider (400 if it
+        launches its own workers, or the providerInfo is not what it needs)."""
+        provider = self.providers.get(pool["providerId"])
+        if provider is None:
+            raise errors.InputError(f"Worker pool {pool['_id']} has no provider (deleted?)")
+        if body.expires <= utcnow():
+            raise errors.InputError("expires must be in the future")
+        try:
+            return provider.worker_from_api(body.providerInfo)
+        except ProviderError as exc:
+            raise errors.InputError(f"{provider.provider_id}: {exc}") from exc
+
+    async def create_worker(self, call: Call) -> dict[str, Any]:
+        pool_id = _pool_id(call)
+        group, worker_id = call.params["workerGroup"], call.params["workerId"]
+        pool = await self._require(pool_id)
+        body: CreateWorkerRequest = call.body
+        fields = self._made_by_api(pool, body)
+        now = utcnow()
+        document = stored_worker(
+            pool_id=pool_id,
+            provider_id=pool["providerId"],
+            group=group,
+            worker_id=worker_id,
+            capacity=body.capacity,
+            now=now,
+            expires=body.expires,
+            launched_by="createWorker",
+            extra=fields,
+        )
+        document["state"] = RUNNING  # a static worker is up as soon as it exists
+        if not await self.store.insert_worker_once(document):
+            existing = await self.store.get_worker(pool_id, group, worker_id)
+            same = existing is not None and all(
+                existing.get(k) == document[k] for k in ("providerId", *fields)
+            )
+            if not same or existing is None or existing["state"] not in LIVE_STATES:
+                raise errors.RequestConflict(
+                    f"Worker {group}/{worker_id} in worker pool {pool_id} already exists"
+                )
+            return worker_out(existing)  # the same worker again: adopted
+        log.info("worker created", extra={"worker": document["_id"]})
+        return worker_out(document)
+
+    async def update_worker(self, call: Call) -> dict[str, Any]:
+        worker = await self._require_worker(call)
+        pool = await self._require(worker["workerPoolId"])
+        if worker["providerId"] != pool["providerId"]:
+            raise errors.InputError("the worker's provider is no longer its pool's")
+        body: CreateWorkerRequest = call.body
+        fields = self._made_by_api(pool, body)
+        updated = await self.store.set_worker(
+            worker["_id"],
+            {
+                **fields,
+                "expires": body.expires,
+                "capacity": body.capacity,
+                "lastModified": utcnow(),
+            },
+            from_states=LIVE_STATES,
+        )
+        if updated is None:
+            raise errors.InputError(f"Worker {worker['workerId']} is stopped; it cannot change")
+        return worker_out(updated)
+
     async def remove_worker(self, call: Call) -> dict[str, Any]:
         worker = await self._require_worker(call)
         provider = self.providers.get(worker["providerId"])
-        if worker["state"] in LIVE_STATES and provider is not None:
+        if worker["state"] not in LIVE_STATES or provider is None:
+            return {}
+        now = utcnow()
+        if not provider.launches_workers:
+            # Nothing to terminate: the worker just loses its registration (upstream).
             await self.store.set_worker(
                 worker["_id"],
-                {"state": STOPPING, "lastModified": utcnow()},
-                from_states=(REQUESTED, RUNNING),
+                {
+                    "state": STOPPED,
+                    "stopReason": "removeWorker",
+                    "lastModified": now,
+                    "expires": now + STOPPED_KEPT,
+                },
+                from_states=LIVE_STATES,
             )
-            await provider.terminate(worker)
-            self.wake()
+            log.info("worker removed", extra={"worker": worker["_id"]})
+            return {}
+        await self.store.set_worker(
+            worker["_id"],
+            {"state": STOPPING, "lastModified": now},
+            from_states=(REQUESTED, RUNNING),
+        )
+        await provider.terminate(worker)
+        self.wake()
         return {}
 
     async def register_worker(self, call: Call) -> dict[str, Any]:
@@ -300,17 +406,21 @@ class WorkerManagerApi:
             )
         if worker["providerId"] != body.providerId:
             raise errors.InputError(f"{described} does not have provider {body.providerId}")
-        if worker["state"] != REQUESTED:
+        if worker["state"] not in provider.registers_from:
             raise errors.InputError(f"{described} is {worker['state']}; it cannot register")
+        now = utcnow()
+        if worker["expires"] <= now:
+            raise errors.InputError(f"{described} has expired")
         if not provider.verify_registration(worker, body.workerIdentityProof):
             raise errors.InputError("Signature validation error")
-        now = utcnow()
-        # One registration per token: only the caller whose update moves it wins.
+        # A launched worker registers once (its token is one-time): only the caller whose
+        # update moves it from `requested` wins. A static one registers whenever it starts.
+        first = worker["state"] == REQUESTED
         registered = await self.store.set_worker(
             worker["_id"],
             {"state": RUNNING, "registeredAt": now, "lastModified": now},
-            from_states=[REQUESTED],
-            unset=["registrationTokenHash"],
+            from_states=[REQUESTED] if first else [RUNNING],
+            unset=["registrationTokenHash"] if first else [],
         )
         if registered is None:
             raise errors.InputError(f"{described} has already registered")

@@ -2,8 +2,9 @@
 in the cleanup context, the providers, the event subscription and the provisioning loop.
 
 Shutdown sequence: stop the loop (releasing the lease so a standby takes over at once),
-stop the docker workers this process started (SIGTERM; they report worker-shutdown),
-close the providers, RabbitMQ, the queue client session, then MongoDB.
+stop the docker workers this process watches (SIGTERM, they report worker-shutdown;
+SIGKILL after the grace period), close the providers, RabbitMQ, the queue client
+session, then MongoDB.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from services.provisioner.api import WorkerManagerApi
 from services.provisioner.providers import Provider
 from services.provisioner.providers.aws import AwsProvider
 from services.provisioner.providers.docker import DockerProvider, Issuer
+from services.provisioner.providers.static import StaticProvider
 from services.provisioner.provisioner import RESOLUTION_EVENTS, Provisioner
 from services.provisioner.queue_client import FlotillaQueue
 from services.provisioner.store import PoolStore
@@ -63,6 +65,9 @@ def build_app(settings: Settings) -> web.Application:
             issuer=issuer,
             work_root=Path(settings.provisioner_work_root),
             on_exit=worker_exited,
+            grace_s=settings.provisioner_worker_grace_s,
+            image=settings.provisioner_worker_image,
+            docker_url=settings.provisioner_docker_url,
         ),
         "aws": AwsProvider(
             root_url=settings.root_url,
@@ -70,6 +75,7 @@ def build_app(settings: Settings) -> web.Application:
             access_key_id=settings.aws_access_key_id,
             secret_access_key=settings.aws_secret_access_key,
         ),
+        "static": StaticProvider(),
     }
     provisioner = Provisioner(
         store=store,
@@ -78,6 +84,8 @@ def build_app(settings: Settings) -> web.Application:
         instance_id=instance_id,
         interval_s=settings.provisioner_interval_s,
         lease_s=settings.provisioner_lease_s,
+        # How stale a healthy worker's lastDateActive can look (see inactivity).
+        activity_slack_s=settings.worker_activity_resolution_s + settings.claim_work_wait_s,
     )
     api = Api(
         "/api/worker-manager/v1",

@@ -4,12 +4,12 @@ and the output shapes of worker-manager's `worker-pool-full` and `worker-full`. 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.provisioner.store import REQUESTED, PoolStats, worker_key
-from shared.models import TASK_QUEUE_ID_PATTERN
+from shared.models import TASK_QUEUE_ID_PATTERN, Timestamp
 from shared.timeutil import format_ts
 
 WORKER_POOL_ID_PATTERN = TASK_QUEUE_ID_PATTERN  # provisionerId/workerType
@@ -43,16 +43,20 @@ class LaunchConfig(BaseModel):
 class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     minCapacity: Annotated[int, Field(ge=0)] = 0
-    maxCapacity: Annotated[int, Field(ge=0)]
+    # Required by the providers that launch workers (docker, aws); a static pool has none.
+    maxCapacity: Annotated[int, Field(ge=0)] | None = None
     scalingRatio: Annotated[float, Field(ge=0, le=1)] = 1.0
     capacityPerWorker: Annotated[int, Field(ge=1, le=64)] = 1
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
     workerConfig: dict[str, Any] = Field(default_factory=dict)
     launchConfigs: list[LaunchConfig] = Field(default_factory=list)  # the aws provider's
+    # The docker provider's: workers as containers of the docker-worker image or as local
+    # processes; None = container when the image is present, else process.
+    launch: Literal["container", "process"] | None = None
 
     @model_validator(mode="after")
     def _min_within_max(self) -> PoolConfig:
-        if self.minCapacity > self.maxCapacity:
+        if self.maxCapacity is not None and self.minCapacity > self.maxCapacity:
             raise ValueError("minCapacity must not exceed maxCapacity")
         return self
 
@@ -77,6 +81,15 @@ class RegisterWorkerRequest(BaseModel):
     workerId: Annotated[str, Field(pattern=WORKER_ID_PATTERN)]
     workerIdentityProof: dict[str, Any]
     systemBootTime: str | None = None
+
+
+class CreateWorkerRequest(BaseModel):
+    """createWorker / updateWorker (providers that do not launch workers: `static`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    providerInfo: dict[str, Any] = Field(default_factory=dict)
+    expires: Timestamp
+    capacity: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 def pool_out(document: dict[str, Any], stats: PoolStats) -> dict[str, Any]:

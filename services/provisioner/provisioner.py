@@ -2,10 +2,14 @@
 every tick; the others wait on standby and take over when it lapses).
 
 Each tick, per pool: find workers that are gone (provider check) or must go (never
-registered within registrationTimeout, older than maxLifetime) and retire them, asking
-the queue to resolve their runs as worker-shutdown at once → read the queue's counts →
+registered within registrationTimeout, older than maxLifetime, silent at the queue past
+queueInactivityTimeout: see inactivity) and retire them, asking the queue to resolve
+their runs as worker-shutdown at once → read the queue's counts →
 estimate → launch, recording each worker in MongoDB *before* the provider is asked, so
 a slow or lost provider answer never leads to a second launch for the same need.
+
+Pools of a provider that does not launch workers (`static`) are left alone: no estimate,
+no launches, no retirement; their workers come and go through the API.
 
 Ticks run every `interval_s`, and at once when a task-pending event arrives for any
 queue (a private auto-deleted RabbitMQ queue) or a worker process exits. Resolution
@@ -25,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.provisioner.estimator import PoolLoad, estimate
+from services.provisioner.inactivity import inactivity_reason
 from services.provisioner.pools import Lifecycle, PoolConfig, stored_worker
 from services.provisioner.providers import Pool, Provider
 from services.provisioner.store import (
@@ -37,7 +42,7 @@ from services.provisioner.store import (
     PoolStats,
     PoolStore,
 )
-from shared.timeutil import utcnow
+from shared.timeutil import parse_ts, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +76,7 @@ class Provisioner:
         instance_id: str,
         interval_s: float,
         lease_s: float,
+        activity_slack_s: float = 80.0,
     ) -> None:
         self.store = store
         self.providers = dict(providers)
@@ -78,7 +84,9 @@ class Provisioner:
         self.instance_id = instance_id
         self.interval_s = interval_s
         self.lease_s = lease_s
+        self.activity_slack_s = activity_slack_s  # see inactivity
         self.leader = False
+        self._activity_checked: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._resolved: dict[str, deque[float]] = defaultdict(deque)
         self._background: set[asyncio.Task[None]] = set()
@@ -145,6 +153,8 @@ class Provisioner:
             if pool.provider_id == NULL_PROVIDER and await self.store.delete_pool_if_empty(pool_id):
                 log.info("worker pool deleted", extra={"workerPoolId": pool_id})
             return
+        if not provider.launches_workers:
+            return  # static: capacity is what the machines bring
         counts = await self.queue.taskQueueCounts(pool_id)
         stats = PoolStats.of(live)
         config = pool.config
@@ -155,7 +165,7 @@ class Provisioner:
             requested=stats.capacity[REQUESTED],
             stopping=stats.capacity["stopping"],
             min_capacity=config.minCapacity,
-            max_capacity=config.maxCapacity,
+            max_capacity=config.maxCapacity or 0,
             scaling_ratio=config.scalingRatio,
             capacity_per_worker=config.capacityPerWorker,
             drain_rate_per_s=self.drain_rate(pool_id),
@@ -177,19 +187,91 @@ class Provisioner:
         retired: set[str] = set()
         for provider_id, workers in by_provider.items():
             provider = self.providers.get(provider_id)
-            if provider is None:
-                continue
+            if provider is None or not provider.launches_workers:
+                continue  # static workers are never retired by the loop
             gone = await provider.gone(pool, workers)
+            doomed: dict[str, tuple[str, bool]] = {}  # _id -> (reason, terminate?)
             for worker in workers:
-                reason = gone.get(worker["_id"])
-                terminate = False
-                if reason is None:
-                    reason = lifecycle_reason(worker, pool.config.lifecycle, now)
-                    terminate = reason is not None
-                if reason is not None:
+                if worker["_id"] in gone:
+                    doomed[worker["_id"]] = (gone[worker["_id"]], False)
+                elif reason := lifecycle_reason(worker, pool.config.lifecycle, now):
+                    doomed[worker["_id"]] = (reason, True)
+            running = [w for w in workers if w["_id"] not in doomed and w["state"] == RUNNING]
+            for key, reason in (await self._inactive(pool, running, now)).items():
+                doomed[key] = (reason, True)
+            for worker in workers:
+                if worker["_id"] in doomed:
+                    reason, terminate = doomed[worker["_id"]]
                     await self.retire(provider, worker, reason, terminate=terminate)
                     retired.add(worker["_id"])
         return retired
+
+    async def _inactive(
+        self, pool: Pool, running: list[dict[str, Any]], now: datetime
+    ) -> dict[str, str]:
+        """Running workers past queueInactivityTimeout: {_id: reason}. At most one check
+        per pool per interval (it reads the queue's worker list); on any doubt, none."""
+        last = self._activity_checked.get(pool.pool_id, float("-inf"))
+        if not running or time.monotonic() - last < self.interval_s:
+            return {}
+        self._activity_checked[pool.pool_id] = time.monotonic()
+        lifecycle = pool.config.lifecycle
+        try:
+            stamps = await self._queue_activity(pool.pool_id)
+            busy: set[tuple[str, str]] | None = None
+
+            def decide() -> dict[str, str]:
+                out: dict[str, str] = {}
+                for worker in running:
+                    ident = (worker["workerGroup"], worker["workerId"])
+                    reason = inactivity_reason(
+                        worker,
+                        lifecycle,
+                        stamps.get(ident),
+                        holds_claims=busy is not None and ident in busy,
+                        slack_s=self.activity_slack_s,
+                        now=now,
+                    )
+                    if reason is not None:
+                        out[worker["_id"]] = reason
+                return out
+
+            if not decide():
+                return {}
+            busy = await self._claim_holders(pool.pool_id)  # only read when it matters
+            return decide()
+        except Exception as exc:
+            log.warning(
+                "reading worker activity failed",
+                extra={"workerPoolId": pool.pool_id, "error": repr(exc)},
+            )
+            return {}
+
+    async def _queue_activity(self, pool_id: str) -> dict[tuple[str, str], datetime]:
+        """The queue's lastDateActive of each worker of the pool (listWorkers, all pages)."""
+        provisioner_id, worker_type = pool_id.split("/", 1)
+        stamps: dict[tuple[str, str], datetime] = {}
+        query: dict[str, Any] = {"limit": 1000}
+        while True:
+            page = await self.queue.listWorkers(provisioner_id, worker_type, query=query)
+            for entry in page.get("workers", []):
+                if entry.get("lastDateActive"):
+                    ident = (entry["workerGroup"], entry["workerId"])
+                    stamps[ident] = parse_ts(entry["lastDateActive"])
+            if not page.get("continuationToken"):
+                return stamps
+            query = {**query, "continuationToken": page["continuationToken"]}
+
+    async def _claim_holders(self, pool_id: str) -> set[tuple[str, str]]:
+        """Workers holding a claimed run of the pool (listClaimedTasks, all pages)."""
+        holders: set[tuple[str, str]] = set()
+        query: dict[str, Any] = {"limit": 1000}
+        while True:
+            page = await self.queue.listClaimedTasks(pool_id, query=query)
+            holders.update((t["workerGroup"], t["workerId"]) for t in page.get("tasks", []))
+            if not page.get("continuationToken"):
+                return holders
+            query = {**query, "continuationToken": page["continuationToken"]}
 
     async def launch(self, pool: Pool, provider: Provider) -> None:
         now = utcnow()
@@ -283,6 +365,6 @@ class Provisioner:
             self.wake()  # its retry is pending now
 
     async def worker_exited(self, key: str, code: int) -> None:
-        """A docker worker process ended (idle shutdown, crash, kill)."""
-        await self.stopped(key, f"process exited with {code}")
+        """A docker worker (process or container) ended: idle shutdown, crash, kill."""
+        await self.stopped(key, f"worker exited with {code}")
         self.wake()

@@ -88,6 +88,14 @@ class PoolStore:
     async def insert_worker(self, document: dict[str, Any]) -> None:
         await self.workers.insert_one(document)
 
+    async def insert_worker_once(self, document: dict[str, Any]) -> bool:
+        """Insert unless the worker exists (createWorker); False if it did."""
+        try:
+            await self.workers.insert_one(document)
+        except DuplicateKeyError:
+            return False
+        return True
+
     async def get_worker(self, pool_id: str, group: str, worker_id: str) -> dict[str, Any] | None:
         return await self.workers.find_one({"_id": worker_key(pool_id, group, worker_id)})
 

@@ -68,9 +68,10 @@ def build_app(settings: Settings) -> web.Application:
         db=database,
         store=tasks,
         waiters=waiters,
-        workers=WorkerRecords(database),
+        workers=WorkerRecords(database, throttle_s=settings.worker_activity_resolution_s),
         issuer=Issuer(settings.root_client_id, settings.root_access_token),
         claim_timeout_s=settings.claim_timeout_s,
+        claim_work_wait_s=settings.claim_work_wait_s,
     )
     byte_store = artifact_bytes.open_store(settings, database)
     queue_api = Api(

@@ -1,8 +1,10 @@
 """Task-queue and worker records, created by worker activity (reference §3.2 "Where task
 queues and workers come from"): claimWork, claimTask, reclaimTask and declareWorker.
 
-Touching a record is throttled per key (upstream: once every 30 min), except what a
-person reads right away: a claim updates the worker's recent tasks at once.
+Touching a record is throttled per key, except what a person reads right away: a claim
+updates the worker's recent tasks at once. Upstream throttles to once every 30 min; the
+composition root passes FLOTILLA_WORKER_ACTIVITY_RESOLUTION (default 60 s) so that
+lastDateActive is fine enough for the provisioner's queueInactivityTimeout.
 """
 
 from __future__ import annotations

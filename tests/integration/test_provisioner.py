@@ -1,6 +1,8 @@
 """The provisioner as a real process (`python -m services.provisioner`) against the real
-queue, RabbitMQ, FerretDB and Docker engine; docker workers are real processes; the aws
-provider talks HTTP to moto's standalone server. Driven through `taskcluster.WorkerManager`.
+queue, RabbitMQ, FerretDB and Docker engine; docker workers are real containers of the
+docker-worker image (built from this checkout by `deploy/images/build.sh`, as `make
+images` does) or real processes; the aws provider talks HTTP to moto's standalone server.
+Driven through `taskcluster.WorkerManager`.
 
 Each test's provisioner has its own database (its pools, workers and lease); the tasks
 live in the session queue's database.
@@ -37,6 +39,7 @@ from tests.conftest import (
     Platform,
     _drop_database,
     _free_port,
+    launch_queue,
     launch_service,
     poll_until,
     stop_process,
@@ -46,6 +49,8 @@ from tests.integration.test_cli import flotilla
 
 IMAGE = "flotilla/busybox:latest"
 WORKER_LABEL = "org.flotilla.docker-worker"
+POOL_LABEL = "org.flotilla.worker-pool"  # on worker containers
+REPO = Path(__file__).resolve().parents[2]
 REGION = "us-west-2"
 AWS_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
@@ -63,7 +68,11 @@ class Provisioner:
 
 
 def start_provisioner(
-    platform: Platform, directory: Path, database: str, moto_url: str
+    platform: Platform,
+    directory: Path,
+    database: str,
+    moto_url: str,
+    extra_env: dict[str, str] | None = None,
 ) -> Provisioner:
     port = _free_port()
     directory.mkdir(parents=True, exist_ok=True)
@@ -81,6 +90,8 @@ def start_provisioner(
             "FLOTILLA_AWS_ENDPOINT_URL": moto_url,
             "FLOTILLA_AWS_ACCESS_KEY_ID": "testing",
             "FLOTILLA_AWS_SECRET_ACCESS_KEY": "testing",
+            "FLOTILLA_PROVISIONER_WORKER_GRACE": "5",
+            **(extra_env or {}),
         },
     )
     url = f"http://127.0.0.1:{port}"
@@ -97,6 +108,27 @@ def start_provisioner(
                 pytest.fail(f"provisioner did not answer:\n{log_path.read_text()}")
             time.sleep(0.1)
     return Provisioner(process, url, log_path)
+
+
+@pytest.fixture(scope="module")
+def worker_image(docker_client: docker.DockerClient) -> str:
+    """flotilla/docker-worker:latest built from this checkout (warm: seconds), so the
+    container form runs the code under test; offline base as in test_images."""
+    result = subprocess.run(
+        [str(REPO / "deploy" / "images" / "build.sh"), "docker-worker"],
+        env={**os.environ, "BASE_IMAGE": "flotilla/python-base:bookworm"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    assert result.returncode == 0, f"build.sh docker-worker failed:\n{result.stderr}"
+    return "flotilla/docker-worker:latest"
+
+
+def worker_containers(client: docker.DockerClient, pool: str) -> list[Any]:
+    return client.containers.list(all=True, filters={"label": f"{POOL_LABEL}={pool}"})
 
 
 @pytest.fixture
@@ -148,8 +180,15 @@ def live(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- docker provider ---------------------------------------------------------------------
 
 
-async def test_spike_launches_max_workers_that_drain_and_stop_when_idle_min_kept(
-    platform: Platform, queue: taskcluster.aio.Queue, tmp_path: Path, prov_db: str, moto_server: str
+async def test_spike_launches_max_worker_containers_that_drain_and_stop_when_idle_min_kept(
+    platform: Platform,
+    queue: taskcluster.aio.Queue,
+    tmp_path: Path,
+    prov_db: str,
+    moto_server: str,
+    worker_image: str,
+    docker_client: docker.DockerClient,
+    workers_coll: Any,
 ) -> None:
     prov = start_provisioner(platform, tmp_path, prov_db, moto_server)
     manager = prov.manager(platform)
@@ -157,7 +196,13 @@ async def test_spike_launches_max_workers_that_drain_and_stop_when_idle_min_kept
     try:
         created = manager.createWorkerPool(
             pool,
-            pool_body("docker", minCapacity=1, maxCapacity=4, workerConfig={"afterIdleSeconds": 3}),
+            pool_body(
+                "docker",
+                minCapacity=1,
+                maxCapacity=4,
+                workerConfig={"afterIdleSeconds": 3},
+                launch="container",
+            ),
         )
         assert (created["workerPoolId"], created["providerId"]) == (pool, "docker")
         # minCapacity: one worker with no work at all
@@ -181,6 +226,12 @@ async def test_spike_launches_max_workers_that_drain_and_stop_when_idle_min_kept
         ran_on = {(await queue.status(t))["status"]["runs"][0]["workerId"] for t in task_ids}
         assert len(ran_on) > 1 and ran_on <= {w["workerId"] for w in spike}
         print(f"20 tasks drained by {len(ran_on)} launched workers in {drained_s:.1f}s")
+        # each worker is a container of the image, on the host network
+        docs = await workers_coll["provisioned_workers"].find({"workerPoolId": pool}).to_list(None)
+        assert {d["providerData"]["form"] for d in docs} == {"container"}
+        for container in worker_containers(docker_client, pool):
+            assert container.image.tags == [worker_image]
+            assert container.attrs["HostConfig"]["NetworkMode"] == "host"
 
         # idle: the spike's workers stop themselves; the pool keeps its one worker
         spike_ids = {w["workerId"] for w in spike}
@@ -191,15 +242,28 @@ async def test_spike_launches_max_workers_that_drain_and_stop_when_idle_min_kept
             return spike_ids <= stopped and len(live(found)) == 1
 
         await poll_until(idled_out, timeout_s=45, interval_s=0.5, what="idle shutdown")
+        # reaped: an exited worker's container is removed, its log kept in its directory
+        await poll_until(
+            lambda: asyncio.to_thread(lambda: len(worker_containers(docker_client, pool)) == 1),
+            timeout_s=10,
+            what="exited containers removed",
+        )
+        gone = next(iter(spike_ids))
+        assert (tmp_path / "workers" / gone / "worker.log").stat().st_size > 0
     finally:
         stop_process(prov.process)
+        for container in worker_containers(docker_client, pool):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
 
 
 async def _count(manager: taskcluster.WorkerManager, pool: str, n: int) -> bool:
     return len(live(await workers(manager, pool))) == n
 
 
+@pytest.mark.parametrize("form", ["process", "container"])
 async def test_a_killed_worker_s_task_is_retried_within_seconds(
+    form: str,
     platform: Platform,
     queue: taskcluster.aio.Queue,
     tmp_path: Path,
@@ -207,6 +271,7 @@ async def test_a_killed_worker_s_task_is_retried_within_seconds(
     workers_coll: Any,
     moto_server: str,
     docker_client: docker.DockerClient,
+    worker_image: str,
 ) -> None:
     prov = start_provisioner(platform, tmp_path, prov_db, moto_server)
     manager = prov.manager(platform)
@@ -214,7 +279,8 @@ async def test_a_killed_worker_s_task_is_retried_within_seconds(
     killed: dict[str, Any] = {}
     try:
         manager.createWorkerPool(
-            pool, pool_body("docker", maxCapacity=1, workerConfig={"afterIdleSeconds": 60})
+            pool,
+            pool_body("docker", maxCapacity=1, workerConfig={"afterIdleSeconds": 60}, launch=form),
         )
         task_id = await submit(queue, pool, ["sleep", "25"])
 
@@ -224,7 +290,11 @@ async def test_a_killed_worker_s_task_is_retried_within_seconds(
 
         run = await poll_until(running, timeout_s=30, interval_s=0.2, what="task running")
         killed = await workers_coll["provisioned_workers"].find_one({"workerId": run["workerId"]})
-        os.kill(killed["providerData"]["pid"], signal.SIGKILL)
+        assert killed["providerData"]["form"] == form
+        if form == "process":
+            os.kill(killed["providerData"]["pid"], signal.SIGKILL)
+        else:
+            docker_client.api.kill(killed["providerData"]["containerId"], signal="SIGKILL")
         t0 = time.monotonic()
 
         async def retried() -> list[dict[str, Any]] | None:
@@ -247,6 +317,9 @@ async def test_a_killed_worker_s_task_is_retried_within_seconds(
         await queue.cancelTask(task_id)
     finally:
         stop_process(prov.process)
+        for container in worker_containers(docker_client, pool):
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
         if killed:
             key = f"{killed['workerGroup']}/{killed['workerId']}"
             for container in docker_client.containers.list(
@@ -449,3 +522,169 @@ async def test_flotilla_pools_lists_the_provisioners_pools(
         assert pool in table.stdout and "0-3" in table.stdout, table.stdout
     finally:
         stop_process(prov.process)
+
+
+# --- static provider -----------------------------------------------------------------------
+
+
+async def test_static_workers_register_with_their_secret_and_are_never_provisioned(
+    platform: Platform, queue: taskcluster.aio.Queue, tmp_path: Path, prov_db: str, moto_server: str
+) -> None:
+    prov = start_provisioner(platform, tmp_path, prov_db, moto_server)
+    manager = prov.manager(platform)
+    pool = new_task_queue_id()
+    secret = taskcluster.slugId() + taskcluster.slugId()
+    try:
+        manager.createWorkerPool(pool, pool_body("static", workerConfig={"capacity": 2}))
+        expires = taskcluster.stringDate(taskcluster.fromNow("1 day"))
+        info = {"providerInfo": {"staticSecret": secret}, "expires": expires}
+        created = manager.createWorker(pool, "rack-1", "box-1", info)
+        assert (created["state"], created["providerId"]) == ("running", "static")
+        assert manager.createWorker(pool, "rack-1", "box-1", info)["workerId"] == "box-1"  # same
+        other = {**info, "providerInfo": {"staticSecret": secret[::-1]}}
+        with pytest.raises(TaskclusterRestFailure) as conflict:
+            manager.createWorker(pool, "rack-1", "box-1", other)
+        assert conflict.value.status_code == 409
+
+        body = {
+            "workerPoolId": pool,
+            "providerId": "static",
+            "workerGroup": "rack-1",
+            "workerId": "box-1",
+            "workerIdentityProof": {"staticSecret": "x" + secret[1:]},
+        }
+        before = manager.worker(pool, "rack-1", "box-1")
+        with pytest.raises(TaskclusterRestFailure) as wrong:
+            manager.registerWorker(body)
+        assert wrong.value.status_code == 400
+        assert wrong.value.body["code"] == "InputError"
+        assert "requestInfo" in wrong.value.body
+        assert manager.worker(pool, "rack-1", "box-1") == before  # nothing changed
+
+        body["workerIdentityProof"] = {"staticSecret": secret}
+        answer = manager.registerWorker(body)
+        assert answer["workerConfig"] == {"capacity": 2}
+        creds = answer["credentials"]
+        assert creds["clientId"] == f"worker/static/{pool}/rack-1/box-1"
+        scopes = json.loads(creds["certificate"])["scopes"]
+        assert f"queue:claim-work:{pool}" in scopes
+        assert "worker-manager:reregister-worker:" + f"{pool}/rack-1/box-1" in scopes
+        assert manager.registerWorker(body)["credentials"]  # again, e.g. after a reboot
+
+        # the credentials work at the queue: the static worker takes a task of its pool
+        task_id = await submit(queue, pool, ["true"])
+        worker_queue = taskcluster.Queue({**platform.queue.client_options(), "credentials": creds})
+        counts = {"workerGroup": "rack-1", "workerId": "box-1", "tasks": 1}
+        claimed = await asyncio.to_thread(worker_queue.claimWork, pool, counts)
+        assert [c["status"]["taskId"] for c in claimed["tasks"]] == [task_id]
+        # pending work never makes the provisioner launch anything for a static pool
+        await submit(queue, pool, ["true"])
+        await asyncio.sleep(2.5)  # two ticks and a task-pending wake-up
+        listed = await workers(manager, pool)
+        assert [(w["workerId"], w["state"]) for w in listed] == [("box-1", "running")]
+
+        manager.removeWorker(pool, "rack-1", "box-1")
+        assert manager.worker(pool, "rack-1", "box-1")["state"] == "stopped"
+        with pytest.raises(TaskclusterRestFailure) as removed:
+            manager.registerWorker(body)
+        assert removed.value.status_code == 400
+        # createWorker is for static pools only
+        docker_pool = new_task_queue_id()
+        manager.createWorkerPool(docker_pool, pool_body("docker", maxCapacity=0))
+        with pytest.raises(TaskclusterRestFailure) as refused:
+            manager.createWorker(docker_pool, "g", "w", info)
+        assert refused.value.status_code == 400
+    finally:
+        stop_process(prov.process)
+
+
+# --- queueInactivityTimeout --------------------------------------------------------------
+
+
+async def test_a_worker_silent_at_the_queue_past_queue_inactivity_timeout_is_terminated(
+    platform: Platform, tmp_path: Path, prov_db: str, workers_coll: Any, moto_server: str
+) -> None:
+    # A queue replica (same database) that stamps lastDateActive every second and ends
+    # claimWork long polls after 2 s; the provisioner and its workers use it, so a
+    # healthy idle worker looks active within seconds (slack 1 + 2 s).
+    fast = {"FLOTILLA_WORKER_ACTIVITY_RESOLUTION": "1", "FLOTILLA_CLAIM_WORK_WAIT": "2"}
+    (tmp_path / "queue").mkdir()
+    replica, replica_process = launch_queue(
+        tmp_path / "queue",
+        database=platform.queue.mongo_db,
+        token=platform.queue.root_access_token,
+        extra_env=fast,
+    )
+    prov = start_provisioner(
+        platform,
+        tmp_path,
+        prov_db,
+        moto_server,
+        extra_env={
+            **fast,
+            "FLOTILLA_ROOT_URL": replica.root_url,
+            "FLOTILLA_PROVISIONER_WORKER_GRACE": "1",
+        },
+    )
+    manager = prov.manager(platform)
+    pool = new_task_queue_id()
+    provisioner_id, worker_type = pool.split("/")
+    replica_queue = taskcluster.Queue(replica.client_options())
+    frozen: list[int] = []
+    try:
+        lifecycle = {"queueInactivityTimeout": 2}
+        manager.createWorkerPool(
+            pool,
+            pool_body(
+                "docker",
+                minCapacity=1,
+                maxCapacity=1,
+                lifecycle=lifecycle,
+                workerConfig={"afterIdleSeconds": 120},
+                launch="process",
+            ),
+        )
+
+        def seen_at_queue() -> list[Any]:
+            return replica_queue.listWorkers(provisioner_id, worker_type)["workers"]
+
+        (first,) = await poll_until(
+            lambda: asyncio.to_thread(seen_at_queue), timeout_s=20, what="worker at the queue"
+        )
+        # healthy and idle, it keeps polling: still running well past timeout + slack
+        await asyncio.sleep(7)
+        assert manager.worker(pool, first["workerGroup"], first["workerId"])["state"] == "running"
+
+        # hung: it stops calling the queue, and is terminated and replaced
+        doc = await workers_coll["provisioned_workers"].find_one({"workerId": first["workerId"]})
+        pid = doc["providerData"]["pid"]
+        os.kill(pid, signal.SIGSTOP)
+        frozen.append(pid)
+        t0 = time.monotonic()
+
+        async def stopped() -> dict[str, Any] | None:
+            found = await workers_coll["provisioned_workers"].find_one({"_id": doc["_id"]})
+            return found if found["state"] == "stopped" else None
+
+        found = await poll_until(stopped, timeout_s=20, interval_s=0.2, what="inactive worker gone")
+        print(f"hung worker terminated {time.monotonic() - t0:.1f}s after it froze")
+        assert "queueInactivityTimeout 2s" in found["stopReason"]
+
+        def dead() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            with open(f"/proc/{pid}/stat") as stat:  # a reaped-later child shows as Z
+                return stat.read().split(") ")[1].startswith("Z")
+
+        await poll_until(lambda: asyncio.to_thread(dead), timeout_s=10, what="SIGKILL after grace")
+        await poll_until(
+            lambda: _count(manager, pool, 1), timeout_s=15, interval_s=0.2, what="a replacement"
+        )
+    finally:
+        stop_process(prov.process)
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        stop_process(replica_process)

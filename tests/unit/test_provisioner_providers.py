@@ -12,7 +12,19 @@ from services.provisioner import credentials
 from services.provisioner.pools import LaunchConfig, Lifecycle, PoolConfig
 from services.provisioner.providers import Pool, ProviderError
 from services.provisioner.providers.aws import AwsProvider, run_instances_request
-from services.provisioner.providers.docker import DockerProvider, after_idle_s, worker_command
+from services.provisioner.providers.docker import (
+    DockerProvider,
+    after_idle_s,
+    worker_command,
+    worker_environment,
+)
+from services.provisioner.providers.docker_container import (
+    WORKER_LABEL,
+    choose_form,
+    container_spec,
+    socket_path,
+)
+from services.provisioner.providers.static import StaticProvider, proof_matches, secret_hash
 from services.provisioner.provisioner import lifecycle_reason
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -172,3 +184,83 @@ def test_lifecycle_reasons(state: str, age_s: int, verdict: str | None) -> None:
     worker = {"state": state, "created": NOW - timedelta(seconds=age_s)}
     reason = lifecycle_reason(worker, LIFECYCLE, NOW)
     assert (reason is None) if verdict is None else (verdict in (reason or ""))
+
+
+# --- docker provider, container form ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "present", "form"),
+    [
+        (None, True, "container"),
+        (None, False, "process"),
+        ("process", True, "process"),
+        ("container", False, "container"),  # asked for: a launch error names the image
+    ],
+)
+def test_launch_form(requested: str | None, present: bool, form: str) -> None:
+    assert choose_form(requested, present) == form
+
+
+def test_container_spec_host_network_socket_same_path_mounts_secrets_in_env_only(
+    tmp_path: Path,
+) -> None:
+    pool = Pool("p/w", "docker", PoolConfig(maxCapacity=2, workerConfig={"afterIdleSeconds": 7}))
+    worker = {"_id": "p/w/docker/w-1", "workerGroup": "docker", "workerId": "w-1", "capacity": 2}
+    creds = {"clientId": "worker/docker/p/w/docker/w-1", "accessToken": "tok", "certificate": "{}"}
+    directory = tmp_path / "w-1"
+    env = worker_environment("http://127.0.0.1:8080", pool, worker, creds, directory, None)
+    spec = container_spec(
+        image="flotilla/docker-worker:latest",
+        pool_id="p/w",
+        worker=worker,
+        environment=env,
+        directory=directory,
+        cache_root=tmp_path / "caches",
+        docker_url="unix:///run/docker.sock",
+    )
+    assert spec["network_mode"] == "host" and spec["detach"] is True
+    assert spec["labels"][WORKER_LABEL] == "p/w/docker/w-1"
+    assert spec["volumes"]["/run/docker.sock"]["bind"] == "/var/run/docker.sock"
+    for path in (directory, tmp_path / "caches"):  # same path inside as on the host
+        assert spec["volumes"][str(path)]["bind"] == str(path)
+    e = spec["environment"]
+    assert e["FLOTILLA_WORKER_ACCESS_TOKEN"] == "tok" and e["FLOTILLA_WORKER_WORKER_ID"] == "w-1"
+    assert e["FLOTILLA_WORKER_TASK_QUEUE_ID"] == "p/w" and e["FLOTILLA_WORKER_CAPACITY"] == "2"
+    assert e["FLOTILLA_WORKER_AFTER_IDLE_S"] == "7" and e["FLOTILLA_WORKER_LIVE_LOG_PORT"] == "0"
+    assert e["FLOTILLA_WORKER_DOCKER_URL"] == "unix:///var/run/docker.sock"
+    assert "command" not in spec  # the image's own entry point; nothing secret in argv
+    assert socket_path("tcp://10.0.0.1:2375") is None
+
+
+# --- static provider -----------------------------------------------------------------------
+
+
+def test_static_secret_is_stored_hashed_and_checked_under_either_proof_key() -> None:
+    secret = "s" * 44
+    stored = StaticProvider().worker_from_api({"staticSecret": secret})
+    assert stored == {"staticSecretHash": secret_hash({"staticSecret": secret})}
+    assert secret not in json.dumps(stored)
+    worker = {"state": "running", **stored}
+    assert StaticProvider().verify_registration(worker, {"staticSecret": secret})
+    assert proof_matches({"secret": secret}, stored["staticSecretHash"])
+    for proof in ({"staticSecret": "t" * 44}, {}, {"staticSecret": None}):
+        assert not StaticProvider().verify_registration(worker, proof)
+
+
+@pytest.mark.parametrize("info", [{}, {"staticSecret": "short"}, {"staticSecret": 5}])
+def test_static_workers_need_a_usable_secret(info: dict) -> None:
+    with pytest.raises(ProviderError):
+        StaticProvider().worker_from_api(info)
+
+
+def test_only_static_takes_api_made_workers_and_it_never_launches() -> None:
+    for provider in (AwsProvider(root_url="x"), DockerProvider.__new__(DockerProvider)):
+        assert provider.launches_workers
+        with pytest.raises(ProviderError):
+            provider.worker_from_api({"staticSecret": "s" * 44})
+    static = StaticProvider()
+    assert not static.launches_workers and static.registers_from == ("running",)
+    static.validate(PoolConfig())  # no maxCapacity needed
+    with pytest.raises(ValueError):
+        DockerProvider.validate(DockerProvider.__new__(DockerProvider), PoolConfig())

@@ -1,5 +1,5 @@
 """What every provider does for the loop and the API. A provider instance is named after
-its type (`docker`, `aws`); a pool's `providerId` picks one."""
+its type (`docker`, `aws`, `static`); a pool's `providerId` picks one."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ class ProviderError(Exception):
 class Provider(Protocol):
     provider_id: str
     boot_s: float  # how long a new worker takes to arrive (the estimator's guard)
+    # False for `static`: the loop neither launches, nor retires, nor estimates; workers
+    # come from createWorker and leave through removeWorker.
+    launches_workers: bool
+    registers_from: tuple[str, ...]  # worker states in which registerWorker is accepted
 
     def validate(self, config: PoolConfig) -> None:
         """Raise ValueError if this provider cannot launch workers for `config`."""
@@ -47,5 +51,9 @@ class Provider(Protocol):
     async def terminate(self, worker: dict[str, Any]) -> None: ...
 
     def verify_registration(self, worker: dict[str, Any], proof: dict[str, Any]) -> bool: ...
+
+    def worker_from_api(self, provider_info: dict[str, Any]) -> dict[str, Any]:
+        """Fields stored for a worker made by createWorker/updateWorker; ProviderError if
+        this provider makes its own workers."""
 
     async def close(self) -> None: ...

@@ -114,6 +114,8 @@ def run_instances_request(
 class AwsProvider:
     provider_id = "aws"
     boot_s = 90.0  # a spot instance boots and registers in a minute or two
+    launches_workers = True
+    registers_from = (REQUESTED,)  # once, with the one-time token from its user data
 
     def __init__(
         self,
@@ -146,6 +148,10 @@ class AwsProvider:
         return self._clients[region]
 
     def validate(self, config: PoolConfig) -> None:
+        if config.maxCapacity is None:
+            raise ValueError("an aws pool needs maxCapacity")
+        if config.launch is not None:
+            raise ValueError("launch is for the docker provider")
         if not config.launchConfigs:
             raise ValueError("an aws pool needs at least one entry in launchConfigs")
         for launch in config.launchConfigs:
@@ -269,6 +275,9 @@ class AwsProvider:
         return credentials.token_matches(
             proof.get("registrationToken"), worker.get("registrationTokenHash")
         )
+
+    def worker_from_api(self, provider_info: dict[str, Any]) -> dict[str, Any]:
+        raise ProviderError("the aws provider launches its own workers")
 
     async def close(self) -> None:
         for client in self._clients.values():
