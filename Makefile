@@ -9,7 +9,7 @@ VPY := $(VENV)/bin/python
 LOCAL := deploy/local
 PYTEST_ARGS ?=
 
-.PHONY: help system venv infra up down status test soak unit lint format bench clean
+.PHONY: help system venv infra up down status test soak unit lint format bench bench-deps clean
 .PHONY: images
 
 help: ## list the targets
@@ -80,7 +80,10 @@ images: system venv ## build flotilla/<service>:latest images (offline base if n
 	@$(LOCAL)/docker.sh start
 	@deploy/images/build.sh
 
-bench: infra ## run the benchmarks (not tests); results in bench/results/
+bench-deps: venv ## install the benchmark peer: Redis (Debian), celery[redis], matplotlib
+	@bench/install-peer.sh
+
+bench: infra bench-deps ## run the benchmarks (not tests); results in bench/results/
 	@$(VPY) -m bench
 
 clean: down ## stop everything and delete local data (.flotilla)

@@ -1,8 +1,9 @@
-"""`python -m bench` (`make bench`): run every benchmark; results go to bench/results/.
+"""`python -m bench` (`make bench`): the suite (bench/suite.py): workloads W1-W6 next to the
+machine's ceiling and Celery; results in bench/results/latest.json and PNG charts.
 
-`python -m bench NAME [ARGS...]` runs only that one (auth, queue, graphs, artifacts, worker,
-provisioner),
-passing ARGS to it.
+`python -m bench NAME [ARGS...]` runs one benchmark on its own (auth, queue, graphs,
+artifacts, worker, provisioner, celery), passing ARGS to it; `python -m bench suite
+[--profile quick|standard|full] [--only w1,w3]` is the suite with options.
 """
 
 from __future__ import annotations
@@ -17,15 +18,25 @@ from bench import (
     bench_provisioner,
     bench_queue,
     bench_worker,
+    suite,
 )
 
+
+def _celery() -> None:
+    from bench import bench_celery  # Celery and Redis's client are bench extras
+
+    bench_celery.main()
+
+
 BENCHMARKS: dict[str, Callable[[], None]] = {
+    "suite": suite.main,
     "auth": bench_auth.main,
     "queue": bench_queue.main,
     "graphs": bench_graphs.main,
     "artifacts": bench_artifacts.main,
     "worker": bench_worker.main,
     "provisioner": bench_provisioner.main,
+    "celery": _celery,
 }
 
 if __name__ == "__main__":
@@ -36,6 +47,4 @@ if __name__ == "__main__":
         sys.argv = [f"{sys.argv[0]} {name}", *rest]  # each benchmark parses its own arguments
         BENCHMARKS[name]()
     else:
-        for run in BENCHMARKS.values():
-            sys.argv = sys.argv[:1]
-            run()
+        suite.main()

@@ -2,9 +2,9 @@
 resolved and claims expired, with the queue, a dependency-resolver and a claim-expiry
 running as real processes on one fresh database.
 
-- fan-out: a root with N dependents; root completed → the last dependent pending.
-- fan-in: N tasks and a sink depending on all; N-1 complete in a burst (the completion
-  rate the sink sustains), then the last one alone: completed → sink pending.
+- fan-out and fan-in, one graph root → N middle tasks → sink: root completed → the last
+  middle task pending; then N-1 middle tasks complete in a burst (the completion rate the
+  sink sustains), and the last one alone: completed → sink pending.
 - chain: depth D; per hop, reportCompleted returned → the next task claimed by a waiting
   claimWork.
 - expiry: K claims left to lapse (2 s claims); retry run scheduled − takenUntil.
@@ -71,6 +71,12 @@ async def platform(label: str, log_dir: Path) -> AsyncIterator[QueueService]:
             await asyncio.to_thread(_start, name, env, log_dir / f"{name}-{label}.log")
             for name in ("dependency_resolver", "claim_expiry")
         ]
+        service.companions = {
+            name: process.pid
+            for name, process in zip(
+                ("dependency_resolver", "claim_expiry"), processes, strict=True
+            )
+        }
         try:
             await asyncio.sleep(1.0)
             yield service
@@ -141,20 +147,21 @@ async def wait_until(probe: Any, interval_s: float = 0.005, limit_s: float = 600
     return time.monotonic()
 
 
-async def fan_out(service: QueueService, size: int) -> dict[str, Any]:
+async def fan_out_and_in(service: QueueService, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One graph, root → N middle tasks → sink, measured twice (and created once):
+    - fan-out: the root completes; time until all N middle tasks are pending;
+    - fan-in: N-1 middle tasks complete in a burst (4 workers, as fast as they can), which
+      gives the completion rate a wide sink sustains; once the resolver has caught up, the
+      last one completes alone and the hop to the sink's pending is timed."""
     async with session_for(64) as session:
         queue = service.client(session)
-        root_tq, tq = new_task_queue_id("root"), new_task_queue_id("fanout")
-        root = taskcluster.slugId()
+        root_tq, tq, sink_tq = (new_task_queue_id(k) for k in ("root", "middle", "sink"))
+        root, sink = taskcluster.slugId(), taskcluster.slugId()
+        ids = [taskcluster.slugId() for _ in range(size)]
         await queue.createTask(root, task_definition(root_tq))
-        progress(f"fan-out: creating {size} dependents")
-        await create_all(
-            queue,
-            [
-                (taskcluster.slugId(), {**task_definition(tq), "dependencies": [root]})
-                for _ in range(size)
-            ],
-        )
+        progress(f"fan-out/in: creating {size} middle tasks and the sink")
+        await create_all(queue, [(t, {**task_definition(tq), "dependencies": [root]}) for t in ids])
+        await queue.createTask(sink, {**task_definition(sink_tq), "dependencies": ids})
         claim = (await queue.claimWork(root_tq, {"workerGroup": "b", "workerId": "r"}))["tasks"]
         await queue.reportCompleted(root, str(claim[0]["runId"]))
         started = time.monotonic()
@@ -162,44 +169,27 @@ async def fan_out(service: QueueService, size: int) -> dict[str, Any]:
         async def all_pending() -> bool:
             return (await queue.pendingTasks(tq))["pendingTasks"] >= size
 
-        finished = await wait_until(all_pending, interval_s=0.05)
-    return {"size": size, "seconds": round(finished - started, 3)}
-
-
-async def fan_in(service: QueueService, size: int) -> dict[str, Any]:
-    """All but one dependency complete in a burst (4 workers, as fast as they can), which
-    gives the completion rate a wide sink sustains; once the resolver has caught up, the
-    last one completes alone and the hop to the sink's pending is timed."""
-    async with session_for(64) as session:
-        queue = service.client(session)
-        tq, last_tq = new_task_queue_id("fanin"), new_task_queue_id("fanin-last")
-        sink_tq = new_task_queue_id("sink")
-        ids = [taskcluster.slugId() for _ in range(size)]
-        progress(f"fan-in: creating {size} dependencies and the sink")
-        definitions = [(t, task_definition(tq)) for t in ids[:-1]]
-        await create_all(queue, [*definitions, (ids[-1], task_definition(last_tq))])
-        sink = taskcluster.slugId()
-        await queue.createTask(sink, {**task_definition(sink_tq), "dependencies": ids})
+        fanned_out = await wait_until(all_pending, interval_s=0.05)
+        fan_out = {"size": size, "seconds": round(fanned_out - started, 3)}
+        progress(f"fan-out: {fan_out}")
         started = time.monotonic()
         burst_end = await claim_and_complete(service, queue, tq, size - 1)
         rate = (size - 1) / (burst_end - started)
         await asyncio.sleep(QUIESCE_S)  # let the resolver drain the burst's backlog
         assert (await queue.status(sink))["status"]["state"] == "unscheduled"
-        last_completed = await claim_and_complete(service, queue, last_tq, 1)
+        last_completed = await claim_and_complete(service, queue, tq, 1)
 
         async def sink_pending() -> bool:
-            # The queue's counter, not status(): the sink's definition lists every
-            # dependency (~250 KB at 10,000), and polling it every 5 ms would load the
-            # very path being timed. The count moves when run 0 is queued (claimable),
-            # just after the status says pending: if anything, a stricter probe.
+            # The queue's counter, not status(): the probe must not load the path timed.
             return (await queue.pendingTasks(sink_tq))["pendingTasks"] >= 1
 
         pending_at = await wait_until(sink_pending)
-    return {
+    fan_in = {
         "size": size,
         "last_hop_ms": round((pending_at - last_completed) * 1000, 1),
         "burst_completions_per_s": round(rate, 1),
     }
+    return fan_out, fan_in
 
 
 async def chain(service: QueueService, depth: int) -> dict[str, Any]:
@@ -258,9 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         progress(f"chain: {report['chain']['hop']}")
         report["expiry"] = await expiry(service, args.expiry)
         progress(f"expiry: {report['expiry']['late']}")
-        report["fan_out"] = await fan_out(service, args.fan_out)
-        progress(f"fan-out: {report['fan_out']}")
-        report["fan_in"] = await fan_in(service, args.fan_in)
+        report["fan_out"], report["fan_in"] = await fan_out_and_in(service, args.size)
         progress(f"fan-in: {report['fan_in']}")
     return report
 
@@ -310,8 +298,7 @@ def print_report(report: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fan-out", type=int, default=10000)
-    parser.add_argument("--fan-in", type=int, default=10000)
+    parser.add_argument("--size", type=int, default=10000, help="fan-out and fan-in width")
     parser.add_argument("--chain", type=int, default=100)
     parser.add_argument("--expiry", type=int, default=100)
     args = parser.parse_args(argv)

@@ -103,6 +103,8 @@ async def spike(
                 "config": {
                     "minCapacity": 0,
                     "maxCapacity": max_capacity,
+                    # Pinned so runs compare: containers need the worker image built first.
+                    "launch": "process",
                     "workerConfig": {"afterIdleSeconds": 5},
                 },
             },

@@ -150,6 +150,13 @@ class QueueService:
     errors: Counter[str] = field(default_factory=Counter)
     killed: bool = False  # did not exit within STOP_GRACE_S of SIGTERM
     stop_s: float | None = None
+    # Other services started on the same database (bench_graphs.platform): name -> pid.
+    companions: dict[str, int] = field(default_factory=dict)
+
+    def pids(self) -> dict[str, int]:
+        """The Flotilla processes serving this benchmark, for CPU and memory accounting."""
+        own = {"queue": self.process.pid} if self.process is not None else {}
+        return {**own, **self.companions}
 
     def options(self, credentials: dict[str, Any] | None = None) -> dict[str, Any]:
         creds = credentials or {"clientId": self.client_id, "accessToken": self.access_token}
@@ -728,6 +735,7 @@ class DrainRun:
         latencies = [
             self.completed[t] - self.created[t] for t in self.completed if t in self.created
         ]
+        from_sent = [self.completed[t] - self.sent[t] for t in self.completed if t in self.sent]
         create_end = max(self.created.values()) if self.created else first
         return {
             "tasks": self.total,
@@ -739,6 +747,7 @@ class DrainRun:
             if create_end > first
             else None,
             "create_to_completed": summary_ms(latencies),
+            "sent_to_completed": summary_ms(from_sent),
             "claims_per_claimwork_mean": round(sum(self.batch_sizes) / len(self.batch_sizes), 2)
             if self.batch_sizes
             else None,
