@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,6 +42,35 @@ CLAIM_BATCH = 100
 EXPIRY_INTERVAL_S = 600.0
 FIRST_SWEEP_S = 30.0
 EXPIRY_BATCH = 500
+PARALLELISM = 16  # lapsed claims (or deadlines) worked on at once
+
+
+def expiry_batch(
+    batch: list[dict[str, Any]], now: datetime, *, full: bool
+) -> tuple[list[dict[str, Any]], datetime | None]:
+    """Split claims in due order into those lapsed by `now` and when to look next: the
+    first one still held, else `now` if the batch was full (more may be waiting), else
+    None (nothing held). Pure."""
+    for index, held in enumerate(batch):
+        taken_until = held.get("takenUntil")
+        if taken_until is not None and taken_until > now:
+            return batch[:index], taken_until
+    return batch, now if full else None
+
+
+async def in_parallel(work: list[Coroutine[Any, Any, None]], what: str) -> None:
+    """Run independent, idempotent steps PARALLELISM at a time: one at a time, a burst of
+    lapsed claims was worked off at the speed of one task's round trips, not of the
+    database. A step that fails is logged; the others go on (the sweeps repeat it)."""
+    limit = asyncio.Semaphore(PARALLELISM)
+
+    async def one(step: Coroutine[Any, Any, None]) -> None:
+        async with limit:
+            await step
+
+    for result in await asyncio.gather(*(one(step) for step in work), return_exceptions=True):
+        if isinstance(result, Exception):
+            log.error("%s step failed; the next pass repeats it", what, exc_info=result)
 
 
 class ClaimReaper:
@@ -72,13 +102,13 @@ class ClaimReaper:
                 await asyncio.wait_for(self.wake.wait(), delay)
 
     async def reap(self, now: datetime) -> datetime | None:
-        """Expire every claim due by `now`; return when the next one falls due."""
-        for held in await claims.due(self.db, limit=CLAIM_BATCH):
-            taken_until = held.get("takenUntil")
-            if taken_until is not None and taken_until > now:
-                return taken_until
-            await self.expire(held, now)
-        return None
+        """Expire the claims due by `now` (a batch, concurrently); return when the next
+        one falls due: `now` itself when the batch was full, so the loop goes on at once
+        instead of sleeping while more lapsed claims wait."""
+        batch = await claims.due(self.db, limit=CLAIM_BATCH)
+        lapsed, next_due = expiry_batch(batch, now, full=len(batch) == CLAIM_BATCH)
+        await in_parallel([self.expire(held, now) for held in lapsed], "claim expiry")
+        return next_due
 
     async def expire(self, held: dict[str, Any], now: datetime) -> None:
         task_id, run_id = held["taskId"], held["runId"]
@@ -125,8 +155,8 @@ class DeadlineReaper:
             await self.resolve(seconds)
 
     async def resolve(self, seconds: range) -> None:
-        for task_id in await deadlines.tasks_in(self.db, seconds):
-            await self.resolve_task(task_id)
+        task_ids = await deadlines.tasks_in(self.db, seconds)
+        await in_parallel([self.resolve_task(task_id) for task_id in task_ids], "deadline")
         await deadlines.drop(self.db, seconds)
 
     async def resolve_task(self, task_id: str) -> None:

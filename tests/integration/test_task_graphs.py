@@ -7,6 +7,7 @@ import datetime
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -270,6 +271,34 @@ def test_an_expired_claim_is_retried_promptly(short_claims: Platform) -> None:
     with pytest.raises(taskcluster.exceptions.TaskclusterRestFailure) as excinfo:
         worker_queue(short_claims.queue, claim).reportCompleted(task_id, "0")
     assert excinfo.value.status_code == 409
+
+
+def test_a_burst_of_lapsed_claims_larger_than_a_batch_is_expired_promptly(
+    short_claims: Platform,
+) -> None:
+    # More claims lapse together than claim-expiry reads in one batch (100): the rest
+    # must follow at once, not wait for the next task-running event or the 30 s timer.
+    queue = root_queue(short_claims.queue)
+    tq = new_task_queue_id()
+    ids = [taskcluster.slugId() for _ in range(256)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda t: queue.createTask(t, task_definition(tq, retries=0)), ids))
+        body = {"workerGroup": "wg", "workerId": "w", "tasks": 32}
+        # Claimed together, so they lapse together: more than a batch at once.
+        held = [
+            c for r in pool.map(lambda _: queue.claimWork(tq, body), range(8)) for c in r["tasks"]
+        ]
+    assert len(held) == len(ids)
+    last_taken_until = max(claim["takenUntil"] for claim in held)
+
+    def all_expired() -> list[dict[str, Any]] | None:
+        statuses = [s["status"] for s in queue.statuses({"taskIds": ids})["statuses"]]
+        return statuses if all(s["state"] == "exception" for s in statuses) else None
+
+    statuses = wait_for(all_expired, within_s=20, what="every lapsed claim expired")
+    lateness = [_ms_after(s["runs"][0]["resolved"], last_taken_until) for s in statuses]
+    assert {s["runs"][0]["reasonResolved"] for s in statuses} == {"claim-expired"}
+    assert max(lateness) < 5000, f"the last expiry came {max(lateness):.0f} ms late"
 
 
 def test_without_retries_an_expired_claim_resolves_the_task_for_dependents(
