@@ -83,8 +83,9 @@ images: system venv ## build flotilla/<service>:latest images (offline base if n
 bench-deps: venv ## install the benchmark peer: Redis (Debian), celery[redis], matplotlib
 	@bench/install-peer.sh
 
-bench: infra bench-deps ## run the benchmarks (not tests); results in bench/results/
-	@$(VPY) -m bench
+BENCH_PROFILE ?= standard
+bench: infra bench-deps ## the benchmark suite (not tests): table, bench/results/latest.json, PNGs
+	@$(VPY) -m bench suite --profile $(BENCH_PROFILE)
 
 clean: down ## stop everything and delete local data (.flotilla)
 	rm -rf .flotilla

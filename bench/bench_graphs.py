@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import taskcluster
 import taskcluster.aio
 
@@ -40,6 +41,8 @@ from bench.bench_queue import (
     summary_ms,
     task_definition,
 )
+from shared.config import load_settings
+from shared.routing import dependency_resolver_queue
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CLAIM_TIMEOUT_S = 2
@@ -147,6 +150,26 @@ async def wait_until(probe: Any, interval_s: float = 0.005, limit_s: float = 600
     return time.monotonic()
 
 
+async def resolver_idle(database: str, limit_s: float = 300) -> None:
+    """Wait until the resolver's queue holds no message for a moment (QUIESCE_S)."""
+    connection = await aio_pika.connect_robust(load_settings().amqp_url)
+    try:
+        channel = await connection.channel()
+        name = dependency_resolver_queue(database)
+        give_up, quiet_since = time.monotonic() + limit_s, None
+        while time.monotonic() < give_up:
+            queue = await channel.declare_queue(name, passive=True)
+            if queue.declaration_result.message_count:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIESCE_S:
+                return
+            await asyncio.sleep(0.2)
+    finally:
+        await connection.close()
+
+
 async def fan_out_and_in(service: QueueService, size: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """One graph, root → N middle tasks → sink, measured twice (and created once):
     - fan-out: the root completes; time until all N middle tasks are pending;
@@ -156,18 +179,22 @@ async def fan_out_and_in(service: QueueService, size: int) -> tuple[dict[str, An
     async with session_for(64) as session:
         queue = service.client(session)
         root_tq, tq, sink_tq = (new_task_queue_id(k) for k in ("root", "middle", "sink"))
+        last_tq = new_task_queue_id("last")  # the last middle task, completed on its own
         root, sink = taskcluster.slugId(), taskcluster.slugId()
         ids = [taskcluster.slugId() for _ in range(size)]
         await queue.createTask(root, task_definition(root_tq))
         progress(f"fan-out/in: creating {size} middle tasks and the sink")
-        await create_all(queue, [(t, {**task_definition(tq), "dependencies": [root]}) for t in ids])
+        middle = [(t, {**task_definition(tq), "dependencies": [root]}) for t in ids[:-1]]
+        last = {**task_definition(last_tq), "dependencies": [root]}
+        await create_all(queue, [*middle, (ids[-1], last)])
         await queue.createTask(sink, {**task_definition(sink_tq), "dependencies": ids})
         claim = (await queue.claimWork(root_tq, {"workerGroup": "b", "workerId": "r"}))["tasks"]
         await queue.reportCompleted(root, str(claim[0]["runId"]))
         started = time.monotonic()
 
         async def all_pending() -> bool:
-            return (await queue.pendingTasks(tq))["pendingTasks"] >= size
+            counts = await asyncio.gather(queue.pendingTasks(tq), queue.pendingTasks(last_tq))
+            return counts[0]["pendingTasks"] >= size - 1 and counts[1]["pendingTasks"] >= 1
 
         fanned_out = await wait_until(all_pending, interval_s=0.05)
         fan_out = {"size": size, "seconds": round(fanned_out - started, 3)}
@@ -175,9 +202,9 @@ async def fan_out_and_in(service: QueueService, size: int) -> tuple[dict[str, An
         started = time.monotonic()
         burst_end = await claim_and_complete(service, queue, tq, size - 1)
         rate = (size - 1) / (burst_end - started)
-        await asyncio.sleep(QUIESCE_S)  # let the resolver drain the burst's backlog
+        await resolver_idle(service.database)  # the burst's backlog drained: time one hop
         assert (await queue.status(sink))["status"]["state"] == "unscheduled"
-        last_completed = await claim_and_complete(service, queue, tq, 1)
+        last_completed = await claim_and_complete(service, queue, last_tq, 1)
 
         async def sink_pending() -> bool:
             # The queue's counter, not status(): the probe must not load the path timed.

@@ -127,6 +127,16 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
             "",
         ]
     )
+    floor = dig(w3, "fan_out_floor", "sum_s")
+    rows.append(
+        [
+            "",
+            "  floor: the same reads, writes and publishes on the raw servers, s",
+            "",
+            floor,
+            ratio(dig(w3, "fan_out", "seconds"), floor),
+        ]
+    )
     hop = dig(w3, "fan_in", "last_hop_ms")
     celery_hop = dig(celery, "w3", "last_header_stored_to_callback_started_ms")
     rows.append(
@@ -192,6 +202,17 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
             ]
         )
     return rows
+
+
+def ran(results: dict[str, Any], rows: list[list[Any]]) -> list[list[Any]]:
+    """Only the rows of workloads that ran (a row with an empty first cell belongs to the
+    workload named above it)."""
+    kept, section = [], ""
+    for row in rows:
+        section = row[0] or section
+        if section.lower() in results:
+            kept.append(row)
+    return kept
 
 
 def total_cpu_per_1000(processes: dict[str, Any] | None) -> float | None:
@@ -382,7 +403,7 @@ def finish(results: dict[str, Any], directory: Path) -> None:
         f"Flotilla benchmark suite ({results.get('profile')} profile; {machine.get('cpus')} cores, "
         f"{machine.get('memory_gb')} GB; total {results.get('total_seconds')} s)",
         ["", "measure", "Flotilla", "peer / ceiling", "ratio"],
-        _fmt(summary_rows(results)),
+        _fmt(ran(results, summary_rows(results))),
     )
     print_table(
         "CPU seconds and peak RSS per process",

@@ -41,7 +41,8 @@ def _iso(moment: datetime) -> str:
 async def _claim(queue: taskcluster.aio.Queue, tq: str, count: int) -> list[dict[str, Any]]:
     held: list[dict[str, Any]] = []
     while len(held) < count:
-        body = {"workerGroup": "w4", "workerId": f"x{len(held) // 32}", "tasks": 32}
+        wanted = min(32, count - len(held))
+        body = {"workerGroup": "w4", "workerId": f"x{len(held) // 32}", "tasks": wanted}
         held += (await queue.claimWork(tq, body))["tasks"]
     return held
 
