@@ -272,6 +272,14 @@ def _version(command: list[str]) -> str | None:
     return (out.stdout or out.stderr).strip().splitlines()[0] if out.returncode == 0 else None
 
 
+def ferretdb_version() -> str | None:
+    """The FerretDB module our build pins (its wrapper binary has no --version)."""
+    for line in (REPO / "deploy/ferretdb/go.mod").read_text().splitlines():
+        if "github.com/FerretDB/FerretDB " in line:
+            return f"FerretDB {line.split()[-1]} (SQLite, patched: deploy/ferretdb)"
+    return None
+
+
 def machine() -> dict[str, Any]:
     memory_kb = 0
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -282,7 +290,7 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "ferretdb": _version([str(REPO / ".flotilla/bin/flotilla-ferretdb"), "--version"]),
+        "ferretdb": ferretdb_version(),
         "rabbitmq": _version(["rabbitmqctl", "version"]),
     }
 
