@@ -148,6 +148,15 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
             ratio(hop, celery_hop),
         ]
     )
+    rows.append(
+        [
+            "",
+            "  the same, from reportCompleted sent, ms",
+            dig(w3, "fan_in", "last_hop_from_report_sent_ms"),
+            "",
+            "",
+        ]
+    )
     burst = dig(w3, "fan_in", "burst_completions_per_s")
     celery_burst = dig(celery, "w3", "header_tasks_per_s")
     rows.append(
