@@ -9,26 +9,7 @@ STAMP="$VENV/.bench-installed"
 
 # Debian packages, the way deploy/local/install-system.sh installs them. bench_celery starts
 # its own redis-server on a free port, so the package's own service is never wanted.
-packages=(redis-server)
-missing=()
-for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-  [[ $(id -u) == 0 ]] || die "need root to install ${missing[*]} (run as root or install them yourself)"
-  command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
-  say "installing Debian packages for the benchmark peer: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >"$LOG_DIR/apt-update.log" 2>&1 || die "apt-get update failed, see $LOG_DIR/apt-update.log"
-  # The package would start a system-wide Redis on 6379 through init scripts; policy-rc.d
-  # stops that, as the benchmark runs a private one.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >"$LOG_DIR/apt-install-bench.log" 2>&1; then
-    rm -f /usr/sbin/policy-rc.d
-    die "apt-get install failed, see $LOG_DIR/apt-install-bench.log"
-  fi
-  rm -f /usr/sbin/policy-rc.d
-fi
+install_packages "the benchmark peer" redis-server
 command -v redis-server >/dev/null || die "redis-server is not on PATH after installing it"
 
 # Python: the optional `bench` extra (celery[redis], matplotlib). The stamp skips pip while

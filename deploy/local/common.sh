@@ -55,3 +55,27 @@ default = {"mongodb": 27017, "amqp": 5672, "amqps": 5671}.get(url.scheme, 0)
 print(host or "127.0.0.1", port or default)
 PY
 }
+
+# Install the Debian packages named ($1: what for, the rest: packages) that are missing.
+# Package scripts must not start services (RabbitMQ, Redis): we start our own, detached,
+# so policy-rc.d refuses them for the duration.
+install_packages() {
+  local why=$1 pkg
+  shift
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  [[ $(id -u) == 0 ]] || die "need root to install ${missing[*]} (run as root or install them yourself)"
+  command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
+  say "installing Debian packages for $why: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >"$LOG_DIR/apt-update.log" 2>&1 || die "apt-get update failed, see $LOG_DIR/apt-update.log"
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >"$LOG_DIR/apt-install.log" 2>&1; then
+    rm -f /usr/sbin/policy-rc.d
+    die "apt-get install failed, see $LOG_DIR/apt-install.log"
+  fi
+  rm -f /usr/sbin/policy-rc.d
+}
