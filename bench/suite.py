@@ -78,8 +78,8 @@ PROFILES: dict[str, Profile] = {
     # end to end, 10,000-task workloads take minutes each, so W1, W3 and the peer run
     # 5,000 and W6 stops at 100,000 pending.
     "standard": Profile(w1_tasks=5_000, fan_width=5_000, peer_tasks=5_000),
-    # `make bench BENCH_PROFILE=full`: every size as specified (about 35 minutes; W6's
-    # seeding of 2,000,000 pending tasks alone takes about 10).
+    # `make bench BENCH_PROFILE=full`: every size as specified (about 50 minutes; W6
+    # alone took 26, 20 of them seeding 2,000,000 pending tasks).
     "full": Profile(w6_levels=(1_000, 100_000, 1_000_000)),
     # A smoke run of every workload in a few minutes.
     "quick": Profile(
