@@ -194,6 +194,8 @@ def _launch(service: QueueService, port: int) -> None:
         "FLOTILLA_ROOT_ACCESS_TOKEN": service.access_token,
         "FLOTILLA_MONGO_DB": service.database,
         "FLOTILLA_CLAIM_TIMEOUT": os.environ.get("FLOTILLA_CLAIM_TIMEOUT", "1200"),
+        # as bench_graphs.platform's resolver: the queue declares the resolver's queue too
+        "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
     }
     with service.log_path.open("wb") as log_file:
         service.process = subprocess.Popen(

@@ -160,6 +160,8 @@ def launch_queue(
         "FLOTILLA_ROOT_ACCESS_TOKEN": token,
         "FLOTILLA_MONGO_DB": database,
         "FLOTILLA_CLAIM_TIMEOUT": os.environ.get("FLOTILLA_CLAIM_TIMEOUT", "1200"),
+        # the queue declares the resolver's queue too: with the same arguments
+        "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
         **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from services.claim_expiry.reapers import ClaimReaper, DeadlineReaper, Expirer
-from shared import artifact_bytes, logs, pending, service
+from shared import artifact_bytes, logs, pending, resolution_queue, service
 from shared.config import load_settings
 
 # claim-expiry is also where half-done work is finished: effects a crashed writer left
@@ -19,6 +19,7 @@ LEASE_SWEEP_INTERVAL_S = 5.0
 
 async def _loops(runtime: service.Runtime) -> Sequence[service.Loop]:
     outbox = runtime.store.outbox
+    await resolution_queue.declare(runtime.broker, runtime.settings)  # before we resolve any
     byte_store = artifact_bytes.open_store(runtime.settings, runtime.db)
     await byte_store.start()
     return [

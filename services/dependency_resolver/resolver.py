@@ -17,9 +17,7 @@ from datetime import timedelta
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.dependency_resolver import release
-from shared import dependencies, errors, events, taskgroups, transitions
-from shared.broker import Binding
-from shared.routing import RESOLUTION_EVENTS, dependency_resolver_queue
+from shared import dependencies, errors, events, resolution_queue, taskgroups, transitions
 from shared.service import Runtime
 from shared.taskstore import TASKS
 from shared.timeutil import utcnow
@@ -98,13 +96,7 @@ class Resolver:
         self._inbox.put_nowait(message)
 
     async def consume(self) -> None:
-        queue = await self.rt.broker.bind_queue(
-            dependency_resolver_queue(self.rt.settings.mongo_db),
-            [Binding(event, "#") for event in RESOLUTION_EVENTS],
-            durable=True,
-            prefetch=PREFETCH,
-            expires_s=self.rt.settings.resolver_queue_expires_s,
-        )
+        queue = await resolution_queue.declare(self.rt.broker, self.rt.settings, prefetch=PREFETCH)
         await queue.consume(self.on_message)
         while True:
             batch = [await self._inbox.get()]

@@ -21,7 +21,7 @@ from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
 from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
-from shared import artifact_bytes, pending
+from shared import artifact_bytes, pending, resolution_queue
 from shared import db as dbmod
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
@@ -109,6 +109,8 @@ def build_app(settings: Settings) -> web.Application:
     async def broker_context(app: web.Application) -> AsyncIterator[None]:
         broker = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
         outbox.broker = broker
+        # Before the first request: a resolution published now must reach the resolver.
+        await resolution_queue.declare(broker, settings)
         # Each replica hears every task-pending event on its own auto-deleted queue.
         wakeups = await broker.bind_queue(
             "", [Binding("task-pending", "#")], durable=False, exclusive=True

@@ -273,6 +273,32 @@ def test_an_expired_claim_is_retried_promptly(short_claims: Platform) -> None:
     assert excinfo.value.status_code == 409
 
 
+def test_a_dependency_completed_before_any_resolver_ran_still_counts(
+    tmp_path: Path, settings: Settings
+) -> None:
+    # A new deployment whose resolver has not started yet: the queue has declared the
+    # resolver's queue, so the completion waits there instead of being dropped.
+    database = f"test_early_{uuid.uuid4().hex[:8]}"
+    service, queue_process = launch_queue(tmp_path, database=database)
+    resolver = None
+    try:
+        queue = root_queue(service)
+        tq, later_tq = new_task_queue_id(), new_task_queue_id()
+        first, second = taskcluster.slugId(), taskcluster.slugId()
+        queue.createTask(first, task_definition(tq))
+        queue.createTask(second, task_definition(later_tq, dependencies=[first]))
+        complete(queue, service, tq, first)
+        time.sleep(0.5)
+        assert state(queue, second) == "unscheduled"
+        resolver = launch_service("dependency_resolver", tmp_path, database=database)
+        wait_for(lambda: state(queue, second) == "pending", what="the dependent scheduled")
+    finally:
+        for process in (resolver, queue_process):
+            if process is not None:
+                stop_process(process)
+        _drop_database(settings.mongo_url, database)
+
+
 def test_a_burst_of_lapsed_claims_larger_than_a_batch_is_expired_promptly(
     short_claims: Platform,
 ) -> None:
