@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -34,6 +35,7 @@ from shared.transitions import (
 log = logging.getLogger(__name__)
 
 RELAY_BATCH = 200
+RECENT_DELIVERIES = 4096  # (task, entry) pairs remembered after delivery
 
 
 def effect_document(effect: Effect) -> dict[str, Any]:
@@ -97,6 +99,11 @@ class Outbox:
         self._locks: dict[str, asyncio.Lock] = {}
         self._done: dict[str, set[str]] = {}
         self._users: dict[str, int] = {}
+        # Entries this process delivered lately, kept after their delivery ends: a writer
+        # that read the task before that delivery cleared them finds them as leftovers,
+        # and must not publish them a second time (a claim's task-running, delivered in the
+        # background, then repeated by the report that follows at once).
+        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     async def perform(self, documents: list[dict[str, Any]]) -> None:
         """Carry out effects in order; raises (BrokerError, pymongo errors) on failure."""
@@ -195,7 +202,7 @@ class Outbox:
     ) -> bool:
         keys = sorted(outbox)
         for key in keys:
-            if key in done:
+            if key in done or (task_id, key) in self._recent:
                 continue
             try:
                 await self._apply(outbox[key])
@@ -203,6 +210,9 @@ class Outbox:
                 log.warning("effects left for the relay: %s", exc, extra={"taskId": task_id})
                 return False
             done.add(key)
+            self._recent[(task_id, key)] = None
+            if len(self._recent) > RECENT_DELIVERIES:
+                self._recent.popitem(last=False)
         unset = {f"outbox.{key}": "" for key in keys}
         # Only the writer of the newest version may drop the due mark: a newer write may
         # have added entries of its own, which then stay due until their writer (or the
