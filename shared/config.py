@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    # The object service (services.object): where it listens, and the base URL the queue
+    # calls it at (its own port serves `/api/object/v1/`); None means root_url, i.e.
+    # through the ingress.
+    object_host: str = "127.0.0.1"
+    object_port: int = Field(8184, ge=1, le=65535)
+    object_url: str | None = None
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

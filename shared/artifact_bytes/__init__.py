@@ -6,6 +6,7 @@ routes to serve (if any), and to delete expired objects.
 
 from __future__ import annotations
 
+from shared.artifact_bytes import signing
 from shared.artifact_bytes.base import ByteStore
 from shared.artifact_bytes.embedded import EmbeddedStore
 from shared.artifact_bytes.s3 import S3Store
@@ -15,8 +16,16 @@ from shared.db import Database
 __all__ = ["ByteStore", "EmbeddedStore", "S3Store", "open_store"]
 
 
-def open_store(settings: Settings, db: Database) -> ByteStore:
-    """The store `settings.artifact_store` names; call `start()` before serving."""
+def open_store(
+    settings: Settings,
+    db: Database,
+    *,
+    path_prefix: str = signing.PATH_PREFIX,
+    url_base: str | None = None,
+) -> ByteStore:
+    """The store `settings.artifact_store` names; call `start()` before serving. The
+    embedded store's signed URLs are `url_base` (default: the queue's) + `path_prefix`
+    (default: the queue's route)."""
     if settings.artifact_store == "s3":
         return S3Store(
             bucket=settings.s3_bucket,
@@ -28,5 +37,6 @@ def open_store(settings: Settings, db: Database) -> ByteStore:
     return EmbeddedStore(
         db,
         secret_key=settings.secret_key,
-        url_base=settings.artifact_url_base or settings.root_url,
+        url_base=url_base or settings.artifact_url_base or settings.root_url,
+        path_prefix=path_prefix,
     )

@@ -21,6 +21,14 @@ class ByteStore(Protocol):
         """A URL anyone holding it may GET the bytes from until `expires`. No I/O."""
         ...
 
+    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        """Store these (small) bytes under `key` directly, replacing what was there."""
+        ...
+
+    async def stat(self, key: str) -> int | None:
+        """The length of the object stored under `key`, or None if there is none."""
+        ...
+
     async def delete(self, keys: Sequence[str]) -> None:
         """Remove these objects; keys that are missing are fine, so a retry is harmless."""
         ...

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from aiohttp import hdrs, web
@@ -29,17 +29,26 @@ from shared.db import Database
 
 log = logging.getLogger(__name__)
 
-ROUTE = signing.PATH_PREFIX + "{key:.+}"
 _READ_SIZE = 64 * 1024  # what one read of the request body may return
 
 
 class EmbeddedStore:
     kind: str = "gridfs"
 
-    def __init__(self, db: Database, *, secret_key: str, url_base: str) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        secret_key: str,
+        url_base: str,
+        path_prefix: str = signing.PATH_PREFIX,
+    ) -> None:
         self._chunks = ChunkStore(db)
         self._signing_key = signing.derive_key(secret_key)
         self._url_base = url_base
+        # The queue serves `/artifact-bytes/v1/`; the object service its own prefix under
+        # `/api/object/v1/`, so one root URL (the ingress) routes each to its server.
+        self._path_prefix = path_prefix
 
     def upload_url(self, key: str, *, content_type: str, expires: datetime) -> str:
         return signing.signed_url(
@@ -49,6 +58,7 @@ class EmbeddedStore:
             key=key,
             expires=int(expires.timestamp()),
             content_type=content_type,
+            path_prefix=self._path_prefix,
         )
 
     def download_url(self, key: str, *, expires: datetime) -> str:
@@ -58,14 +68,28 @@ class EmbeddedStore:
             method="GET",
             key=key,
             expires=int(expires.timestamp()),
+            path_prefix=self._path_prefix,
         )
+
+    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        await self._chunks.write(
+            key, body(), content_type=content_type, content_encoding=None, expected_length=len(data)
+        )
+
+    async def stat(self, key: str) -> int | None:
+        stored = await self._chunks.find(key)
+        return None if stored is None else stored.length
 
     async def delete(self, keys: Sequence[str]) -> None:
         await self._chunks.delete(keys)
 
     def routes(self) -> list[web.RouteDef]:
         # aiohttp's GET route answers HEAD too (with the same handler, minus the body).
-        return [web.put(ROUTE, self._put), web.get(ROUTE, self._get)]
+        route = self._path_prefix + "{key:.+}"
+        return [web.put(route, self._put), web.get(route, self._get)]
 
     async def start(self) -> None:
         """Nothing to prepare: both collections are read and written by `_id` alone."""

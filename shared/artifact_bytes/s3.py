@@ -61,6 +61,24 @@ class S3Store:
     def download_url(self, key: str, *, expires: datetime) -> str:
         return self._presign("get_object", {"Bucket": self._bucket, "Key": key}, expires)
 
+    async def put(self, key: str, data: bytes, *, content_type: str) -> None:
+        await asyncio.to_thread(
+            self._client.put_object,
+            Bucket=self._bucket,
+            Key=key,
+            Body=data,
+            ContentType=content_type,
+        )
+
+    async def stat(self, key: str) -> int | None:
+        try:
+            head = await asyncio.to_thread(self._client.head_object, Bucket=self._bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return int(head["ContentLength"])
+
     async def delete(self, keys: Sequence[str]) -> None:
         for offset in range(0, len(keys), _DELETE_BATCH):
             await asyncio.to_thread(self._delete_batch, keys[offset : offset + _DELETE_BATCH])

@@ -47,10 +47,11 @@ def signed_url(
     key: str,
     expires: int,
     content_type: str = "",
+    path_prefix: str = PATH_PREFIX,
 ) -> str:
     sig = signature(signing_key, method=method, key=key, expires=expires, content_type=content_type)
     query = urlencode({"expires": str(expires), "signature": sig})
-    return f"{base.rstrip('/')}{PATH_PREFIX}{quote(key, safe='')}?{query}"
+    return f"{base.rstrip('/')}{path_prefix}{quote(key, safe='')}?{query}"
 
 
 def verify(
