@@ -1,0 +1,197 @@
+"""The Object API (reference taskcluster-services §4.1): createUpload (dataInline and
+putUrl), finishUpload, startDownload (getUrl and simple), object metadata and download,
+plus the scope-free monitoring endpoints. Bytes go to the configured byte store, by the
+object's `store_key`."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from importlib.metadata import version
+from typing import Any
+
+from aiohttp import web
+
+from services.object import rules
+from services.object.records import ObjectRecords
+from services.object.rules import (
+    CreateUploadRequest,
+    FinishUploadRequest,
+    ObjectRecord,
+    StartDownloadRequest,
+)
+from shared import errors
+from shared.api import Call, Endpoint, json_response
+from shared.artifact_bytes.base import ByteStore
+from shared.timeutil import format_ts, utcnow
+
+NAME = {"name": rules.NAME_PATTERN}
+UPLOAD_SCOPE = "object:upload:<projectId>:<name>"
+DOWNLOAD_SCOPE = "object:download:<name>"
+_LOCK_ATTEMPTS = 3  # concurrent first calls: the loser re-reads the winner's record
+_STARTED = time.monotonic()
+
+
+class ObjectApi:
+    def __init__(self, records: ObjectRecords, byte_store: ByteStore) -> None:
+        self.records = records
+        self.bytes = byte_store
+
+    def endpoints(self) -> list[Endpoint]:
+        return [
+            Endpoint("ping", "GET", "/ping", _ping),
+            Endpoint("lbheartbeat", "GET", "/__lbheartbeat__", _empty),
+            Endpoint("heartbeat", "GET", "/__heartbeat__", _empty),
+            Endpoint("version", "GET", "/__version__", _version),
+            Endpoint(
+                "createUpload",
+                "PUT",
+                "/upload/<name>",
+                self.create_upload,
+                UPLOAD_SCOPE,
+                input=CreateUploadRequest,
+                params=NAME,
+                scopes_from_params=False,  # projectId comes from the body
+            ),
+            Endpoint(
+                "finishUpload",
+                "POST",
+                "/finish-upload/<name>",
+                self.finish_upload,
+                UPLOAD_SCOPE,
+                input=FinishUploadRequest,
+                params=NAME,
+                scopes_from_params=False,
+            ),
+            Endpoint(
+                "startDownload",
+                "PUT",
+                "/start-download/<name>",
+                self.start_download,
+                DOWNLOAD_SCOPE,
+                input=StartDownloadRequest,
+                params=NAME,
+            ),
+            Endpoint(
+                "object", "GET", "/metadata/<name>", self.metadata, DOWNLOAD_SCOPE, params=NAME
+            ),
+            Endpoint(
+                "download", "GET", "/download/<name>", self.download, DOWNLOAD_SCOPE, params=NAME
+            ),
+        ]
+
+    # --- uploading ------------------------------------------------------------------------
+
+    async def create_upload(self, call: Call) -> dict[str, Any]:
+        request: CreateUploadRequest = call.body
+        name = call.params["name"]
+        call.authorize(projectId=request.projectId)
+        now = utcnow()
+        method = rules.choose_upload_method(request.proposedUploadMethods)
+        # Bad inline data is refused before anything is locked or stored.
+        inline = request.proposedUploadMethods.dataInline
+        data = rules.decode_inline(inline) if method == "dataInline" and inline else b""
+        computed = rules.check_inline_hashes(request.hashes, data) if inline else {}
+        record = await self._lock(name, request, now)
+        upload_method: dict[str, Any] = {}
+        key = rules.store_key(name)
+        if method == "dataInline" and inline is not None:
+            rules.merge_hashes(record.hashes, computed)  # 409 if they contradict earlier ones
+            # Bytes first, then the record: a crash in between is repaired by the retry.
+            await self.bytes.put(key, data, content_type=inline.contentType)
+            await self.records.describe(record, inline.contentType, len(data), computed)
+            upload_method = {"dataInline": True}
+        elif method == "putUrl" and request.proposedUploadMethods.putUrl is not None:
+            put = request.proposedUploadMethods.putUrl
+            await self.records.describe(record, put.contentType, put.contentLength, {})
+            expires = now + rules.PUT_URL_TTL
+            upload_method = {
+                "putUrl": {
+                    "url": self.bytes.upload_url(
+                        key, content_type=put.contentType, expires=expires
+                    ),
+                    "expires": format_ts(expires),
+                    # Sent verbatim by the client: the store checks both.
+                    "headers": {
+                        "Content-Type": put.contentType,
+                        "Content-Length": str(put.contentLength),
+                    },
+                }
+            }
+        return {
+            "projectId": request.projectId,
+            "uploadId": request.uploadId,
+            "expires": format_ts(request.expires),
+            "uploadMethod": upload_method,
+        }
+
+    async def _lock(self, name: str, request: CreateUploadRequest, now: datetime) -> ObjectRecord:
+        """The first createUpload fixes uploadId, projectId and expires; repeats must match."""
+        for _attempt in range(_LOCK_ATTEMPTS):
+            existing = await self.records.get(name)
+            if existing is None:
+                record = rules.new_record(name, request, now)
+                if await self.records.insert(record):
+                    return record
+                continue
+            return await self.records.update(existing, rules.relock(existing, request))
+        raise errors.RequestConflict(f"Object {name} is changing under concurrent calls; retry")
+
+    async def finish_upload(self, call: Call) -> dict[str, Any]:
+        request: FinishUploadRequest = call.body
+        name = call.params["name"]
+        call.authorize(projectId=request.projectId)
+        record = await self.records.get(name)
+        if record is None:
+            raise errors.ResourceNotFound(f"Object {name} not found; call createUpload first")
+        finished = rules.check_finish(record, request)
+        if finished is not record:  # not a repeat of a finished upload
+            rules.check_uploaded_length(record, await self.bytes.stat(rules.store_key(name)))
+            await self.records.update(record, finished)
+        return {}
+
+    # --- downloading ----------------------------------------------------------------------
+
+    async def _downloadable(self, call: Call) -> ObjectRecord:
+        name = call.params["name"]
+        return rules.downloadable(await self.records.get(name), name, utcnow())
+
+    async def start_download(self, call: Call) -> dict[str, Any]:
+        request: StartDownloadRequest = call.body
+        record = await self._downloadable(call)
+        method = rules.choose_download_method(request.acceptDownloadMethods)
+        now = utcnow()
+        key = rules.store_key(record.name)
+        if method == "getUrl":
+            return {
+                "method": "getUrl",
+                "url": self.bytes.download_url(key, expires=now + rules.GET_URL_SIGNATURE_TTL),
+                "expires": format_ts(now + rules.GET_URL_TTL),
+                "hashes": record.hashes,
+            }
+        return {"method": "simple", "url": self._simple_url(record, now)}
+
+    async def metadata(self, call: Call) -> dict[str, Any]:
+        return (await self._downloadable(call)).metadata()
+
+    async def download(self, call: Call) -> web.Response:
+        record = await self._downloadable(call)
+        url = self._simple_url(record, utcnow())
+        return json_response({"method": "simple", "url": url}, 303, {"Location": url})
+
+    def _simple_url(self, record: ObjectRecord, now: datetime) -> str:
+        return self.bytes.download_url(
+            rules.store_key(record.name), expires=now + rules.SIMPLE_URL_TTL
+        )
+
+
+async def _ping(call: Call) -> dict[str, object]:
+    return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
+
+
+async def _empty(call: Call) -> dict[str, object]:
+    return {}
+
+
+async def _version(call: Call) -> dict[str, object]:
+    return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}

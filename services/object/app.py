@@ -1,0 +1,55 @@
+"""Builds the object service's aiohttp application: the Object API under
+`/api/object/v1/`, authenticated with the clients and roles the queue's auth API keeps
+(same database), and, for the embedded byte store, its signed byte URLs under
+`/api/object/v1/bytes/` (so the ingress routes them here with the API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.object.api import ObjectApi
+from services.object.records import ObjectRecords
+from shared import artifact_bytes
+from shared import db as dbmod
+from shared.api import Api, make_app
+from shared.auth.http import HawkAuthenticator
+from shared.auth.scopes import expand_template
+from shared.auth.store import AuthStore, StaticClient
+from shared.config import Settings
+
+PREFIX = "/api/object/v1"
+BYTES_PREFIX = PREFIX + "/bytes/"
+
+
+def build_app(settings: Settings) -> web.Application:
+    client = dbmod.connect(settings.mongo_url)
+    database = client[settings.mongo_db]
+    auth = AuthStore(
+        database,
+        secret_key=settings.secret_key,
+        static_clients=[
+            StaticClient(settings.root_client_id, settings.root_access_token, ("*",)),
+        ],
+    )
+    byte_store = artifact_bytes.open_store(
+        settings, database, path_prefix=BYTES_PREFIX, url_base=settings.root_url
+    )
+    api = Api(
+        PREFIX,
+        ObjectApi(ObjectRecords(database), byte_store).endpoints(),
+        authenticator=HawkAuthenticator(auth),
+        fill_scopes=expand_template,
+    )
+    app = make_app(api)
+    app.router.add_routes(byte_store.routes())
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        await byte_store.start()
+        yield
+        await byte_store.close()
+        await client.close()
+
+    app.cleanup_ctx.append(resources)
+    return app
