@@ -3,13 +3,13 @@ as pure functions. The queue's handlers (services/queue/artifacts_api.py) do the
 
 Storage types: `s3` (bytes behind a signed upload URL, in the configured byte store),
 `reference` (a redirect to a URL), `link` (an alias of another artifact of the same run)
-and `error` (a reason, nothing to download). `object` needs upstream's object service,
-which Flotilla does not run: it is refused with a clear error.
+`error` (a reason, nothing to download) and `object` (bytes in the object service, named
+`t/<taskId>/<runId>/<name>`; not `present` until finishArtifact).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -105,6 +105,9 @@ class Artifact:
     content_type: str
     expires: datetime
     details: dict[str, Any]  # url (reference), artifact (link), reason+message (error), ...
+    # False for an object artifact until finishArtifact; not part of equality, so an
+    # identical re-create of a finished one is still identical.
+    present: bool = field(default=True, compare=False)
 
     @property
     def key(self) -> str:
@@ -151,6 +154,7 @@ def to_document(artifact: Artifact) -> dict[str, Any]:
         "contentType": artifact.content_type,
         "expires": artifact.expires,
         "details": artifact.details,
+        "present": artifact.present,
     }
 
 
@@ -163,18 +167,24 @@ def from_document(document: dict[str, Any]) -> Artifact:
         document["contentType"],
         document["expires"],
         dict(document.get("details") or {}),
+        document.get("present", True),
     )
 
 
-def from_request(task_id: str, run_id: int, name: str, request: Any) -> Artifact:
-    """The record a createArtifact request describes (`object` is refused)."""
-    if isinstance(request, ObjectRequest):
-        raise errors.InputError(
-            "storageType `object` needs the object service, which this deployment does not "
-            "run; create an `s3` artifact instead (its bytes go to the configured store)"
-        )
+def from_request(
+    task_id: str, run_id: int, name: str, request: Any, *, upload_id: str | None = None
+) -> Artifact:
+    """The record a createArtifact request describes (an `object` one needs its
+    `upload_id`, and is not present until finished)."""
     details: dict[str, Any] = {}
     content_type = "application/json"
+    if isinstance(request, ObjectRequest):
+        if upload_id is None:
+            raise ValueError("an object artifact needs its uploadId")
+        details = {"contentLength": request.contentLength, "uploadId": upload_id}
+        return Artifact(
+            task_id, run_id, name, "object", request.contentType, request.expires, details, False
+        )
     if isinstance(request, S3Request):
         content_type, details["contentLength"] = request.contentType, request.contentLength
     elif isinstance(request, ReferenceRequest):
@@ -229,6 +239,9 @@ def check_replace(existing: Artifact, new: Artifact) -> None:
     content type may change only for a link. Anything else: 409."""
     if new.expires < existing.expires:
         raise errors.RequestConflict("An artifact's expires can only be extended")
+    if existing.storage_type == "object" and new.expires != existing.expires:
+        # The object service locks an upload to its first expires.
+        raise errors.RequestConflict("An object artifact's expires cannot change")
     kind_ok = new.storage_type == existing.storage_type or (
         existing.storage_type == "reference" and new.storage_type in ("reference", "link")
     )
@@ -268,3 +281,8 @@ def reference_url(artifact: Artifact) -> str:
 
 def error_body(artifact: Artifact) -> dict[str, str]:
     return {"reason": artifact.details["reason"], "message": artifact.details["message"]}
+
+
+def object_name(artifact: Artifact) -> str:
+    """The object service's name for an object artifact, as upstream."""
+    return byte_key(artifact.task_id, artifact.run_id, artifact.name)

@@ -16,6 +16,7 @@ from services.queue.auth_api import AuthApi
 from services.queue.claims_api import ClaimsApi
 from services.queue.context import Issuer, QueueContext
 from services.queue.groups_api import GroupsApi
+from services.queue.object_artifacts import ObjectServiceClient
 from services.queue.tasks_api import TasksApi
 from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
@@ -74,6 +75,9 @@ def build_app(settings: Settings) -> web.Application:
         claim_work_wait_s=settings.claim_work_wait_s,
     )
     byte_store = artifact_bytes.open_store(settings, database)
+    # `object` artifacts: the queue calls the object service directly when told where,
+    # else through the root URL (the ingress).
+    objects = ObjectServiceClient(settings.object_url or settings.root_url, context.issuer)
     queue_api = Api(
         "/api/queue/v1",
         monitoring.endpoints()
@@ -82,7 +86,7 @@ def build_app(settings: Settings) -> web.Application:
         + ClaimsApi(context).endpoints()
         + WorkersApi(context).endpoints()
         + WorkerShutdownApi(context).endpoints()
-        + ArtifactsApi(context, byte_store).endpoints(),
+        + ArtifactsApi(context, byte_store, objects).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
@@ -141,7 +145,13 @@ def build_app(settings: Settings) -> web.Application:
     async def release_long_polls(app: web.Application) -> None:
         waiters.close()  # waiting claimWork calls answer now instead of holding shutdown
 
+    async def object_client_context(app: web.Application) -> AsyncIterator[None]:
+        await objects.start()
+        yield
+        await objects.close()
+
     app.on_shutdown.append(release_long_polls)
+    app.cleanup_ctx.append(object_client_context)
     app.cleanup_ctx.append(database_context)
     app.cleanup_ctx.append(broker_context)
     return app

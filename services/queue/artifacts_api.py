@@ -4,24 +4,33 @@ the content descriptors, listings and info.
 Artifact records live in the `artifacts` collection (`_id` = taskId/runId/name) with a
 per-run name index (`artifact_runs`), so every read is a lookup by `_id`. The bytes of
 `s3` artifacts live in the configured byte store (shared.artifact_bytes): MongoDB behind
-URLs the queue signs and serves itself, or S3 through presigned URLs.
+URLs the queue signs and serves itself, or S3 through presigned URLs. Those of `object`
+artifacts live in the object service (see object_artifacts).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import pydantic
 from aiohttp import web
 from pymongo.errors import DuplicateKeyError
 
+from services.queue import object_artifacts
 from services.queue.context import QueueContext
+from services.queue.object_artifacts import ObjectServiceClient
 from services.queue.tasks_api import RUN_PARAMS
 from shared import artifacts, errors, events, paging
 from shared.api import Call, Endpoint, json_response
 from shared.artifact_bytes.base import ByteStore
-from shared.artifacts import Artifact, CreateArtifactRequest, FinishArtifactRequest
+from shared.artifacts import (
+    Artifact,
+    CreateArtifactRequest,
+    FinishArtifactRequest,
+    ObjectRequest,
+)
 from shared.ids import SLUGID_PATTERN
 from shared.models import Run
 from shared.models.errors import describe_validation_error
@@ -43,11 +52,14 @@ class _RawBody(pydantic.BaseModel):
 
 
 class ArtifactsApi:
-    def __init__(self, context: QueueContext, byte_store: ByteStore) -> None:
+    def __init__(
+        self, context: QueueContext, byte_store: ByteStore, objects: ObjectServiceClient
+    ) -> None:
         self.ctx = context
         self.db = context.db
         self.store = context.store
         self.bytes = byte_store
+        self.objects = objects
 
     def endpoints(self) -> list[Endpoint]:
         create_scope = "queue:create-artifact:<taskId>/<runId>"
@@ -165,6 +177,8 @@ class ArtifactsApi:
         assert record is not None  # a run was found
         call.authorize()
         artifacts.check_run_open(request.expires, record.definition.expires, run, now)
+        if isinstance(request, ObjectRequest):
+            return await self._create_object(record, run, name, request, now)
         artifact = artifacts.from_request(task_id, run_id, name, request)
         await self._store_artifact(artifact)
         if artifact.storage_type != "s3":
@@ -185,6 +199,50 @@ class ArtifactsApi:
             "expires": format_ts(expires),
             "putUrl": self.bytes.upload_url(
                 artifact.key, content_type=artifact.content_type, expires=expires
+            ),
+        }
+
+    async def _create_object(
+        self, record: TaskRecord, run: Run, name: str, request: ObjectRequest, now: datetime
+    ) -> dict[str, Any]:
+        """Lock the object in (createUpload, no method), record the artifact not present,
+        and hand the uploader credentials for that one object (reference §6)."""
+        task_id, run_id = record.task_id, run.runId
+        object_name = artifacts.byte_key(task_id, run_id, name)
+        upload_id = object_artifacts.upload_id_for(object_name)
+        artifact = artifacts.from_request(task_id, run_id, name, request, upload_id=upload_id)
+        existing = await self._find(task_id, run_id, name)
+        if existing is not None:  # refused before the object service is asked anything
+            artifacts.check_replace(existing, artifact)
+        project_id = record.definition.projectId
+        if existing is None or not existing.present:
+            try:
+                await self.objects.create_upload(
+                    object_name,
+                    project_id=project_id,
+                    upload_id=upload_id,
+                    expires=artifact.expires,
+                )
+            except errors.ResourceNotFound as exc:  # no object service behind that URL
+                raise errors.ApiError(f"The object service is not reachable: {exc}") from exc
+            await self._store_artifact(artifact)
+        assert run.workerGroup is not None and run.workerId is not None  # checked: claimed
+        return {
+            "storageType": "object",
+            "name": object_name,
+            "projectId": project_id,
+            "uploadId": upload_id,
+            "expires": format_ts(artifact.expires),
+            "credentials": object_artifacts.upload_credentials(
+                self.ctx.issuer,
+                task_id=task_id,
+                run_id=run_id,
+                worker_group=run.workerGroup,
+                worker_id=run.workerId,
+                project_id=project_id,
+                object_name=object_name,
+                expires=artifact.expires,
+                now=now,
             ),
         }
 
@@ -222,8 +280,28 @@ class ArtifactsApi:
         artifact = await self._find(task_id, run_id, name)
         if artifact is None:
             raise errors.ResourceNotFound(f"Artifact {name} not found")
-        raise errors.InputError(
-            f"finishArtifact applies to object artifacts only; {name} is {artifact.storage_type}"
+        if artifact.storage_type != "object":
+            raise errors.InputError(
+                f"finishArtifact applies to object artifacts only; {name} is "
+                f"{artifact.storage_type}"
+            )
+        request: FinishArtifactRequest = call.body
+        if request.uploadId != artifact.details.get("uploadId"):
+            raise errors.InputError(f"uploadId {request.uploadId!r} is not that of artifact {name}")
+        if not await self.objects.is_finished(artifacts.object_name(artifact)):
+            raise errors.InputError(
+                f"The object of artifact {name} is not uploaded yet: call the object service's "
+                "finishUpload first"
+            )
+        if not artifact.present:
+            await self.db[artifacts.COLLECTION].update_one(
+                {"_id": artifacts.artifact_id(task_id, run_id, name)}, {"$set": {"present": True}}
+            )
+        # Published on every call, so a retry after a crash before the publish gets it out.
+        run = _run(record, run_id)
+        assert run is not None
+        await self.store.publish(
+            [events.artifact_created(record.status, run, record.definition, artifact.event_body())]
         )
 
     # --- reading --------------------------------------------------------------------------
@@ -260,7 +338,7 @@ class ArtifactsApi:
         now = utcnow()
         for _hop in range(MAX_LINK_HOPS):
             artifact = await self._find(task_id, run_id, name)
-            if artifact is None:
+            if artifact is None or not artifact.present:
                 raise errors.ResourceNotFound(f"Artifact {name} not found")
             if artifacts.is_expired(artifact, now):
                 raise errors.ResourceExpired(f"Artifact {name} has expired")
@@ -272,9 +350,11 @@ class ArtifactsApi:
             seen.append(target)
         raise errors.InputError(f"Artifact links deeper than {MAX_LINK_HOPS} hops")
 
-    def _url(self, artifact: Artifact) -> str:
+    async def _url(self, artifact: Artifact) -> str:
         if artifact.storage_type == "reference":
             return artifacts.reference_url(artifact)
+        if artifact.storage_type == "object":
+            return await self.objects.simple_url(artifacts.object_name(artifact))
         return self.bytes.download_url(artifact.key, expires=utcnow() + artifacts.DOWNLOAD_URL_TTL)
 
     async def _download(self, call: Call, *, latest: bool) -> web.Response:
@@ -282,7 +362,7 @@ class ArtifactsApi:
         headers = {"x-taskcluster-artifact-storage-type": artifact.storage_type}
         if artifact.storage_type == "error":
             return json_response(artifacts.error_body(artifact), 424, headers)
-        url = self._url(artifact)
+        url = await self._url(artifact)
         body = {"storageType": artifact.storage_type, "url": url}
         return json_response(body, 303, {**headers, "Location": url})
 
@@ -296,7 +376,18 @@ class ArtifactsApi:
         artifact = await self._resolve(call, latest=latest)
         if artifact.storage_type == "error":
             return {"storageType": "error", **artifacts.error_body(artifact)}
-        return {"storageType": artifact.storage_type, "url": self._url(artifact)}
+        if artifact.storage_type == "object":
+            object_name = artifacts.object_name(artifact)
+            credentials = object_artifacts.download_credentials(
+                self.ctx.issuer,
+                task_id=artifact.task_id,
+                run_id=artifact.run_id,
+                name=artifact.name,
+                object_name=object_name,
+                now=utcnow(),
+            )
+            return {"storageType": "object", "name": object_name, "credentials": credentials}
+        return {"storageType": artifact.storage_type, "url": await self._url(artifact)}
 
     async def artifact_content(self, call: Call) -> dict[str, Any]:
         return await self._content(call, latest=False)
@@ -320,7 +411,8 @@ class ArtifactsApi:
             ids = [artifacts.artifact_id(task_id, run_id, n) for n in chunk]
             cursor = self.db[artifacts.COLLECTION].find({"_id": {"$in": ids}})
             by_name = {a.name: a for a in [artifacts.from_document(d) async for d in cursor]}
-            found += [by_name[n] for n in chunk if n in by_name]  # (a crash can leave a name)
+            # (a crash can leave a name; an unfinished object artifact is not listed yet)
+            found += [by_name[n] for n in chunk if n in by_name and by_name[n].present]
             if len(found) > limit:
                 break
         page = found[:limit]
@@ -338,7 +430,7 @@ class ArtifactsApi:
     async def _info(self, call: Call, *, latest: bool) -> dict[str, Any]:
         task_id, run_id = await self._run_id(call, latest=latest)
         artifact = await self._find(task_id, run_id, call.params["name"])
-        if artifact is None:
+        if artifact is None or not artifact.present:
             raise errors.ResourceNotFound(f"Artifact {call.params['name']} not found")
         return artifact.info()
 

@@ -41,8 +41,18 @@ def test_requests_are_a_one_of_by_storage_type() -> None:
     assert (made.storage_type, made.content_type, made.key) == ("s3", "x/y", "t/T/0/a")
     link = artifacts.from_request("T", 0, "a", request(storageType="link", artifact="b"))
     assert link.details == {"artifact": "b"}
-    with pytest.raises(errors.InputError, match="object service"):
-        artifacts.from_request("T", 0, "a", request(storageType="object", contentType="x/y"))
+    obj = request(storageType="object", contentType="x/y", contentLength=3)
+    made = artifacts.from_request("T", 0, "a", obj, upload_id="U")
+    assert (made.storage_type, made.present, made.details) == (
+        "object",
+        False,
+        {"contentLength": 3, "uploadId": "U"},
+    )
+    assert artifacts.object_name(made) == "t/T/0/a"
+    # presence is not part of identity: re-creating a finished one is an identical repeat
+    artifacts.check_replace(replace(made, present=True), made)
+    with pytest.raises(errors.RequestConflict, match="expires"):
+        artifacts.check_replace(made, replace(made, expires=made.expires + timedelta(days=1)))
     with pytest.raises(ValueError):
         request(storageType="error", reason="not-a-reason", message="m")
 
