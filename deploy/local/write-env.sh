@@ -29,6 +29,8 @@ declare -A vars=(
   [FLOTILLA_AMQP_URL]="${FLOTILLA_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
   [FLOTILLA_ROOT_ACCESS_TOKEN]="${FLOTILLA_ROOT_ACCESS_TOKEN:-$root_token}"
   [FLOTILLA_SECRET_KEY]="${FLOTILLA_SECRET_KEY:-$secret_key}"
+  # The queue calls the object service on its own port (object artifacts).
+  [FLOTILLA_OBJECT_URL]="${FLOTILLA_OBJECT_URL:-http://127.0.0.1:${FLOTILLA_OBJECT_PORT:-8184}}"
 )
 # Carry every other FLOTILLA_* variable of this environment through unchanged.
 while IFS='=' read -r name _; do
