@@ -220,6 +220,7 @@ def test_a_worker_uploads_an_object_artifact_and_a_reader_downloads_it(
     reader = client_with_scopes(service, ["queue:get-artifact:public/*"])
     # not present until finished: neither downloadable nor listed
     assert rest_error(reader.getArtifact, task_id, "0", name).status_code == 404
+    assert rest_error(reader.latestArtifact, task_id, name).status_code == 404
     assert root_queue(service).listArtifacts(task_id, "0")["artifacts"] == []
 
     upload_as_worker(service, created, data)
