@@ -5,11 +5,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from services.object.api import ObjectApi
+from services.object.expiry import run_expiry
 from services.object.records import ObjectRecords
 from shared import artifact_bytes
 from shared import db as dbmod
@@ -18,6 +23,8 @@ from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
 from shared.auth.store import AuthStore, StaticClient
 from shared.config import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/object/v1"
 BYTES_PREFIX = PREFIX + "/bytes/"
@@ -47,9 +54,24 @@ def build_app(settings: Settings) -> web.Application:
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         await byte_store.start()
+        expiry = asyncio.create_task(_exit_on_crash(run_expiry(database, byte_store)))
         yield
+        expiry.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await expiry
         await byte_store.close()
         await client.close()
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def _exit_on_crash(body: object) -> None:
+    """A loop that keeps failing takes the process down so the supervisor restarts it."""
+    try:
+        await body  # type: ignore[misc]
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.critical("object expiry crashed; exiting", exc_info=True)
+        os._exit(70)
