@@ -16,8 +16,10 @@ from services.object import rules
 from services.object.records import ObjectRecords
 from services.object.rules import (
     CreateUploadRequest,
+    DataInline,
     FinishUploadRequest,
     ObjectRecord,
+    PutUrl,
     StartDownloadRequest,
 )
 from shared import errors
@@ -87,42 +89,47 @@ class ObjectApi:
         name = call.params["name"]
         call.authorize(projectId=request.projectId)
         now = utcnow()
-        method = rules.choose_upload_method(request.proposedUploadMethods)
-        # Bad inline data is refused before anything is locked or stored.
-        inline = request.proposedUploadMethods.dataInline
-        data = rules.decode_inline(inline) if method == "dataInline" and inline else b""
-        computed = rules.check_inline_hashes(request.hashes, data) if inline else {}
+        methods = request.proposedUploadMethods
+        method = rules.choose_upload_method(methods)
+        inline: tuple[DataInline, bytes, dict[str, str]] | None = None
+        if method == "dataInline" and methods.dataInline is not None:
+            # Bad inline data is refused before anything is locked or stored.
+            data = rules.decode_inline(methods.dataInline)
+            inline = (methods.dataInline, data, rules.check_inline_hashes(request.hashes, data))
         record = await self._lock(name, request, now)
         upload_method: dict[str, Any] = {}
-        key = rules.store_key(name)
-        if method == "dataInline" and inline is not None:
-            rules.merge_hashes(record.hashes, computed)  # 409 if they contradict earlier ones
-            # Bytes first, then the record: a crash in between is repaired by the retry.
-            await self.bytes.put(key, data, content_type=inline.contentType)
-            await self.records.describe(record, inline.contentType, len(data), computed)
+        if inline is not None:
+            await self._store_inline(record, *inline)
             upload_method = {"dataInline": True}
-        elif method == "putUrl" and request.proposedUploadMethods.putUrl is not None:
-            put = request.proposedUploadMethods.putUrl
-            await self.records.describe(record, put.contentType, put.contentLength, {})
-            expires = now + rules.PUT_URL_TTL
-            upload_method = {
-                "putUrl": {
-                    "url": self.bytes.upload_url(
-                        key, content_type=put.contentType, expires=expires
-                    ),
-                    "expires": format_ts(expires),
-                    # Sent verbatim by the client: the store checks both.
-                    "headers": {
-                        "Content-Type": put.contentType,
-                        "Content-Length": str(put.contentLength),
-                    },
-                }
-            }
+        elif method == "putUrl" and methods.putUrl is not None:
+            upload_method = {"putUrl": await self._put_url(record, methods.putUrl, now)}
         return {
             "projectId": request.projectId,
             "uploadId": request.uploadId,
             "expires": format_ts(request.expires),
             "uploadMethod": upload_method,
+        }
+
+    async def _store_inline(
+        self, record: ObjectRecord, inline: DataInline, data: bytes, hashes: dict[str, str]
+    ) -> None:
+        rules.merge_hashes(record.hashes, hashes)  # 409 if they contradict earlier ones
+        # Bytes first, then the record: a crash in between is repaired by the retry.
+        await self.bytes.put(rules.store_key(record.name), data, content_type=inline.contentType)
+        await self.records.describe(record, inline.contentType, len(data), hashes)
+
+    async def _put_url(self, record: ObjectRecord, put: PutUrl, now: datetime) -> dict[str, Any]:
+        await self.records.describe(record, put.contentType, put.contentLength, {})
+        expires = now + rules.PUT_URL_TTL
+        key = rules.store_key(record.name)
+        return {
+            "url": self.bytes.upload_url(key, content_type=put.contentType, expires=expires),
+            "expires": format_ts(expires),
+            # Sent verbatim by the client: the store checks both.
+            "headers": {
+                "Content-Type": put.contentType,
+                "Content-Length": str(put.contentLength),
+            },
         }
 
     async def _lock(self, name: str, request: CreateUploadRequest, now: datetime) -> ObjectRecord:
