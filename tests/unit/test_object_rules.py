@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from services.object import rules
 from services.object.rules import CreateUploadRequest, FinishUploadRequest
-from services.queue.object_artifacts import upload_id_for
+from services.queue.context import Issuer
+from services.queue.object_artifacts import download_credentials, upload_credentials, upload_id_for
 from shared import errors
 from shared.ids import is_slugid
 
@@ -127,3 +129,40 @@ def test_the_queues_upload_ids_are_stable_slugids() -> None:
     first = upload_id_for("t/T/0/public/a")
     assert is_slugid(first) and first == upload_id_for("t/T/0/public/a")
     assert first != upload_id_for("t/T/0/public/b")
+
+
+def test_the_queues_object_credentials_name_and_bound_their_holder() -> None:
+    issuer = Issuer("static/root", "token")
+    made = upload_credentials(
+        issuer,
+        task_id="T",
+        run_id=0,
+        worker_group="wg",
+        worker_id="w1",
+        project_id="p",
+        object_name="t/T/0/public/a b",
+        expires=NOW + timedelta(days=7),
+        now=NOW,
+    )
+    assert made["clientId"] == "artifact-upload/T/0/on/wg/w1"
+    cert = json.loads(made["certificate"])
+    assert cert["scopes"] == ["object:upload:p:t/T/0/public/a b"]
+    assert cert["expiry"] - cert["start"] == 24 * 3600 * 1000  # min(expires, 24 h)
+    soon = upload_credentials(
+        issuer,
+        task_id="T",
+        run_id=0,
+        worker_group="wg",
+        worker_id="w1",
+        project_id="p",
+        object_name="o",
+        expires=NOW + timedelta(hours=2),
+        now=NOW,
+    )
+    assert json.loads(soon["certificate"])["expiry"] - cert["start"] == 2 * 3600 * 1000
+    reader = download_credentials(
+        issuer, task_id="T", run_id=0, name="public/a b", object_name="t/T/0/public/a b", now=NOW
+    )
+    # a space cannot travel in a Hawk id
+    assert reader["clientId"] == "artifact-download/T/0/public/a_b"
+    assert json.loads(reader["certificate"])["scopes"] == ["object:download:t/T/0/public/a b"]
