@@ -29,7 +29,6 @@ GET_URL_SIGNATURE_TTL = timedelta(seconds=120)  # ... and the signature outlives
 SIMPLE_URL_TTL = timedelta(minutes=30)
 # Known algorithms are checked for shape; unknown ones are accepted, as upstream does.
 _HASH_SHAPES = {"sha256": re.compile(r"[a-z0-9]{64}"), "sha512": re.compile(r"[a-z0-9]{128}")}
-ACCEPTABLE_HASHES = ("sha256", "sha512")
 
 UploadId = Annotated[str, StringConstraints(strict=True, pattern=SLUGID_PATTERN)]
 ContentType = Annotated[str, StringConstraints(strict=True, max_length=255)]
