@@ -81,6 +81,24 @@ class Broker:
     def channel(self) -> AbstractChannel:
         return self._channel
 
+    async def open_channel(self) -> AbstractChannel:
+        """A further channel on the same connection (taking and acking messages apart
+        from the confirming channel that publishes)."""
+        try:
+            return await self._connection.channel()
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerError(f"cannot open a channel: {exc}") from exc
+
+    async def publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
+        """Publish straight to a declared queue (the default exchange) and wait for the
+        broker's confirm."""
+        try:
+            confirmation = await self._channel.default_exchange.publish(message, routing_key=queue)
+        except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+            raise BrokerError(f"publish to queue {queue} failed: {exc}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")
+
     async def publish(
         self,
         event: str,

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     resolver_queue_expires_s: float | None = Field(
         None, gt=0, validation_alias=_env("RESOLVER_QUEUE_EXPIRES")
     )
+    # Each task queue's pending runs wait in a durable RabbitMQ queue. Throw-away
+    # deployments (tests, benchmarks) set this so RabbitMQ drops an unused one after it.
+    pending_queue_expires_s: float | None = Field(
+        None, gt=0, validation_alias=_env("PENDING_QUEUE_EXPIRES")
+    )
+    # The safety net behind task-pending wake-ups: this often, a queue replica asks
+    # RabbitMQ whether a task queue with waiting claimWork calls has runs ready. 0: off
+    # (tests that must prove the push path itself).
+    claim_sweep_interval_s: float = Field(2.0, ge=0, validation_alias=_env("CLAIM_SWEEP_INTERVAL"))
     # The provisioner (services.provisioner): its Worker-Manager API, its loop, and where
     # its `docker` provider keeps each worker process's directory and log.
     provisioner_host: str = "127.0.0.1"

@@ -24,13 +24,13 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deadlineDue", ASCENDING)], name="by_deadline_due", sparse=True),
         IndexModel([("expires", ASCENDING)], name="by_expires"),
         IndexModel([("outboxDue", ASCENDING)], name="by_outbox_due", sparse=True),
+        # listPendingTasks (an operator's tool; claimers take runs from RabbitMQ).
+        IndexModel(
+            [("taskQueueId", ASCENDING), ("pendingSince", ASCENDING)],
+            name="by_queue_pending",
+            sparse=True,
+        ),
     ),
-    # The pending queue is driven by _id lookups only (see shared.pending); these serve
-    # the operator's listing and the lapsed-lease sweep.
-    "pending_entries": (
-        IndexModel([("taskQueueId", ASCENDING), ("insertedAt", ASCENDING)], name="by_queue"),
-    ),
-    "pending_leases": (IndexModel([("leasedUntil", ASCENDING)], name="by_lease_end"),),
     "claimed_runs": (IndexModel([("taskQueueId", ASCENDING)], name="by_queue"),),
     "task_groups": (IndexModel([("expires", ASCENDING)], name="by_expires"),),
     "artifacts": (

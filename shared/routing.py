@@ -113,4 +113,10 @@ def dependency_resolver_queue(database: str) -> str:
     return f"flotilla/{database}/dependency-resolver"
 
 
+def pending_queue(database: str, task_queue_id: str) -> str:
+    """The durable queue of a task queue's pending runs (one per deployment and task
+    queue; a task queue id is at most 77 characters, well within RabbitMQ's 255)."""
+    return f"flotilla/{database}/pending/{task_queue_id}"
+
+
 RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")

@@ -25,7 +25,6 @@ from shared import (
     deadlines,
     dependencies,
     errors,
-    pending,
     taskgroups,
     transitions,
 )
@@ -234,8 +233,9 @@ class Expirer:
             cursor = self.db[TASKS].find({"expires": {"$lt": now}}).limit(EXPIRY_BATCH)
             batch = await self.store.complete([from_document(d) async for d in cursor])
             for record in batch:
+                # A message of a run still pending (never claimed before its deadline) is
+                # skipped by claimers, who find no task for it.
                 for run in record.runs:
-                    await pending.remove(self.db, record.task_id, run.runId)
                     await claims.ended(self.db, record.task_id, run.runId)
                 await dependencies.forget(self.db, record.task_id)
                 await dependencies.forget_waits(self.db, record.task_id, record.definition)

@@ -15,7 +15,7 @@ from pymongo import ASCENDING
 
 from services.queue.context import QueueContext
 from services.queue.worker_records import TASK_QUEUES, WORKERS, worker_key
-from shared import claims, errors, paging, pending
+from shared import claims, errors, paging
 from shared.api import Call, Endpoint
 from shared.models import (
     PROVISIONER_ID_PATTERN,
@@ -24,6 +24,7 @@ from shared.models import (
     TaskQueueId,
     Timestamp,
 )
+from shared.taskstore import TASKS, from_document
 from shared.timeutil import format_ts, utcnow
 
 WORKER_ID_PATTERN = r"^([a-zA-Z0-9-_]{1,38})$"
@@ -335,7 +336,7 @@ class WorkersApi:
     # --- counts and lists -----------------------------------------------------------------
 
     async def _counts(self, task_queue_id: str) -> dict[str, Any]:
-        pending_count = await pending.count(self.db, task_queue_id, now=utcnow())
+        pending_count = await self.ctx.store.outbox.pending.count(task_queue_id)
         claimed = await claims.count(self.db, task_queue_id)
         return {
             "taskQueueId": task_queue_id,
@@ -346,7 +347,7 @@ class WorkersApi:
     async def pending_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         provisioner_id, worker_type = task_queue_id.split("/", 1)
-        count = await pending.count(self.db, task_queue_id, now=utcnow())
+        count = await self.ctx.store.outbox.pending.count(task_queue_id)
         return {
             "provisionerId": provisioner_id,
             "workerType": worker_type,
@@ -366,20 +367,25 @@ class WorkersApi:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
         offset = paging.decode_offset(call.query)
-        entries = await pending.entries(
-            self.db, task_queue_id, now=utcnow(), skip=offset, limit=limit + 1
+        # From MongoDB, by the time each run became pending (an operator's tool: on
+        # FerretDB this reads the queue's tasks; claimers never do).
+        cursor = (
+            self.db[TASKS]
+            .find({"taskQueueId": task_queue_id, "pendingSince": {"$exists": True}})
+            .sort([("pendingSince", ASCENDING), ("_id", ASCENDING)])
+            .skip(offset)
+            .limit(limit + 1)
         )
-        found = await self.ctx.store.load_many([e.taskId for e in entries[:limit]])
+        entries = await self.ctx.store.complete([from_document(d) async for d in cursor])
         out: dict[str, Any] = {
             "tasks": [
                 {
-                    "taskId": e.taskId,
-                    "runId": e.runId,
-                    "task": found[e.taskId].definition.to_output(),
-                    "inserted": format_ts(e.insertedAt),
+                    "taskId": record.task_id,
+                    "runId": len(record.runs) - 1,
+                    "task": record.definition.to_output(),
+                    "inserted": format_ts(record.runs[-1].scheduled),
                 }
-                for e in entries[:limit]
-                if e.taskId in found
+                for record in entries[:limit]
             ]
         }
         if len(entries) > limit:
