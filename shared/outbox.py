@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from shared import claims, taskgroups
+from pymongo import UpdateOne
+
+from shared import claims, group_commit, taskgroups
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
@@ -240,15 +242,15 @@ class Outbox:
             self._recent[(task_id, key)] = None
             if len(self._recent) > RECENT_DELIVERIES:
                 self._recent.popitem(last=False)
-        unset = {f"outbox.{key}": "" for key in keys}
-        # Only the writer of the newest version may drop the due mark: a newer write may
-        # have added entries of its own, which then stay due until their writer (or the
-        # relay) delivers them.
-        result = await self._tasks.update_one(
-            {"_id": task_id, "version": version}, {"$unset": {**unset, "outboxDue": ""}}
+        # Only the writer of the newest version clears: a newer write read these entries
+        # as leftovers, delivers them (skipping what this process already did) and clears
+        # them with its own. Unconditional otherwise, so concurrent clears leave together.
+        await group_commit.of(self._tasks).write(
+            UpdateOne(
+                {"_id": task_id, "version": version},
+                {"$unset": {**{f"outbox.{key}": "" for key in keys}, "outboxDue": ""}},
+            )
         )
-        if result.matched_count == 0 and unset:
-            await self._tasks.update_one({"_id": task_id}, {"$unset": unset})
         return True
 
     async def relay_once(self, *, grace_s: float) -> int:

@@ -221,7 +221,9 @@ class ClaimsApi:
         body: ClaimWorkRequest = call.body
         call.authorize(workerGroup=body.workerGroup, workerId=body.workerId)
         workers = self.ctx.workers
-        worker = await workers.get_worker(task_queue_id, body.workerGroup, body.workerId)
+        worker = await workers.get_worker(
+            task_queue_id, body.workerGroup, body.workerId, cached=True
+        )
         now = utcnow()
         await workers.touch_worker(
             task_queue_id, body.workerGroup, body.workerId, now, existing=worker

@@ -465,6 +465,9 @@ class WorkersApi:
             {"_id": document["_id"]},
             {"$set": {"quarantineUntil": body.quarantineUntil, "quarantineDetails": history}},
         )
+        self.ctx.workers.forget(
+            document["taskQueueId"], document["workerGroup"], document["workerId"]
+        )
         return _worker_out(await self._worker(call), utcnow())
 
     async def declare_worker(self, call: Call) -> dict[str, Any]:
