@@ -68,6 +68,7 @@ class Recorder:
         self.process = process
         self.mongo = CommandCounter()
         self.amqp: Counter[str] = Counter()
+        self.every_client = False  # the listener is registered globally (see configure)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         directory.mkdir(parents=True, exist_ok=True)
@@ -108,14 +109,21 @@ _recorder: Recorder | None = None
 _configured = False
 
 
-def configure(directory: str | None, process: str | None = None) -> Recorder | None:
-    """Start recording into `directory` (None: record nothing). Once per process."""
+def configure(
+    directory: str | None, process: str | None = None, *, every_client: bool = False
+) -> Recorder | None:
+    """Start recording into `directory` (None: record nothing). Once per process.
+    `every_client`: count the commands of every PyMongo client the process makes, not
+    only those `shared.db.connect` makes (the benchmarks' own clients)."""
     global _recorder, _configured
     if _configured:
         return _recorder
     _configured = True
     if directory:
         _recorder = Recorder(Path(directory), process or process_name(sys.argv[0]))
+        _recorder.every_client = every_client
+        if every_client:
+            monitoring.register(_recorder.mongo)
         _count_amqp(_recorder.amqp)
         _recorder.start()
     return _recorder
@@ -133,7 +141,7 @@ def recorder() -> Recorder | None:
 def listeners() -> list[monitoring.CommandListener]:
     """The listeners a new MongoDB client should carry: none unless recording."""
     active = recorder()
-    return [active.mongo] if active is not None else []
+    return [active.mongo] if active is not None and not active.every_client else []
 
 
 def process_name(argv0: str) -> str:
