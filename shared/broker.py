@@ -22,6 +22,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
+from shared import commandstats
 from shared.routing import EXCHANGES, exchange_name
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Broker:
     async def connect(
         cls, amqp_url: str, *, prefix: str, events: Iterable[str] = EXCHANGES
     ) -> Broker:
+        commandstats.recorder()  # counts this process's AMQP operations when benchmarking
         try:
             connection = await aio_pika.connect_robust(amqp_url)
             channel = await connection.channel(publisher_confirms=True)

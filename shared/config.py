@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""
+    # Benchmark hook (shared.commandstats): each process writes its counts of MongoDB
+    # commands and AMQP operations into this directory. Unset: nothing is counted.
+    command_stats_dir: str | None = None
 
 
 def load_settings(**overrides: object) -> Settings:

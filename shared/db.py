@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared import commandstats
+
 Document = dict[str, object]
 DUPLICATE_KEY = 11000  # the server's error code for a unique-index violation
 Database = AsyncDatabase[Document]
@@ -57,7 +59,11 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 
 
 def connect(mongo_url: str, **options: object) -> AsyncMongoClient[Document]:
-    """A client that hands dates back as aware UTC datetimes (we never deal in naive ones)."""
+    """A client that hands dates back as aware UTC datetimes (we never deal in naive ones).
+    When FLOTILLA_COMMAND_STATS_DIR is set, it also counts its commands (shared.commandstats)."""
+    listeners = commandstats.listeners()
+    if listeners:
+        options = {**options, "event_listeners": listeners}
     return AsyncMongoClient(mongo_url, tz_aware=True, **options)  # type: ignore[arg-type]
 
 
