@@ -82,3 +82,35 @@ def test_a_deep_continuation_token_is_a_400(queue_service: RunningService) -> No
     error = refused(queue.listProvisioners, query={"continuationToken": token})
     assert (error.status_code, error.body["code"]) == (400, "InputError")
 
+
+# --- finding 2: lone surrogates and non-UTF-8 bodies -----------------------------------------
+
+
+def test_lone_surrogates_are_refused_and_nothing_is_stored(queue_service: RunningService) -> None:
+    queue = root_queue(queue_service)
+    tq = new_task_queue_id()
+    for overrides in (
+        {"payload": {"s": "\ud800"}},
+        {"extra": {"s": "x\udfffy"}},
+        {"payload": {"\ud800key": 1}},
+        {"tags": {"t": "\udc00"}},
+    ):
+        task_id = taskcluster.slugId()
+        error = refused(queue.createTask, task_id, task_definition(tq, **overrides))
+        assert (error.status_code, error.body["code"]) == (400, "MalformedPayload"), overrides
+        assert "surrogate" in error.body["message"]
+        assert refused(queue.task, task_id).status_code == 404
+    # a proper pair (an emoji written as two escapes) is a character, not a surrogate
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq, payload={"s": "\U0001f600"}))
+    assert queue.task(task_id)["payload"] == {"s": "\U0001f600"}
+
+
+def test_json_bodies_must_be_utf8(queue_service: RunningService) -> None:
+    url = f"{queue_service.root_url}/api/queue/v1/task/{taskcluster.slugId()}"
+    body = json.dumps(task_definition(new_task_queue_id()))
+    for encoded in (body.encode("utf-16"), body.encode("utf-16-le"), body.encode("utf-32")):
+        response = requests.put(url, data=encoded, headers=HEADERS, timeout=30)
+        assert_protocol_error(response, 400, "MalformedPayload")
+    response = requests.put(url, data=b"\xff" + body.encode(), headers=HEADERS, timeout=30)
+    assert_protocol_error(response, 400, "MalformedPayload")
