@@ -33,7 +33,8 @@ def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         try:
             text = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise JsonRefused(f"JSON must be UTF-8 encoded ({exc.reason} at byte {exc.start})")
+            reason = f"{exc.reason} at byte {exc.start}"
+            raise JsonRefused(f"JSON must be UTF-8 encoded ({reason})") from None
     else:
         text = data
     try:
