@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pydantic
 from aiohttp import web
 
-from shared import errors
+from shared import errors, jsontext
 from shared.auth.scopes import ScopeExpr
 from shared.models.errors import describe_validation_error, is_input_error
 from shared.timeutil import format_ts, utcnow
@@ -238,8 +238,10 @@ def _parse_input(request: web.Request, endpoint: Endpoint, body: bytes) -> tuple
         payload: Any = {}
     else:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            payload = jsontext.loads(body)
+        except jsontext.JsonRefused as exc:
+            raise errors.MalformedPayload(f"Refused JSON payload: {exc}") from exc
+        except ValueError as exc:
             raise errors.MalformedPayload(f"Failed to parse JSON payload: {exc}") from exc
     if not isinstance(payload, dict | list):
         raise errors.MalformedPayload("Payload must be a JSON object or array")

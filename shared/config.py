@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         60.0, gt=0, validation_alias=_env("WORKER_ACTIVITY_RESOLUTION")
     )
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    # The largest artifact the embedded store accepts (bytes): a declared contentLength
+    # above it is refused at createArtifact, an upload growing past it is cut off.
+    artifact_max_bytes: int = Field(5 * 1024**3, ge=1, validation_alias=_env("ARTIFACT_MAX_BYTES"))
     # Public base URL of the gridfs store's signed artifact URLs (a queue replica or the
     # load balancer in front of them); None means root_url.
     artifact_url_base: str | None = None

@@ -85,7 +85,7 @@ def build_app(settings: Settings) -> web.Application:
         + ClaimsApi(context).endpoints()
         + WorkersApi(context).endpoints()
         + WorkerShutdownApi(context).endpoints()
-        + ArtifactsApi(context, byte_store).endpoints(),
+        + ArtifactsApi(context, byte_store, max_bytes=settings.artifact_max_bytes).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )

@@ -43,7 +43,10 @@ class _RawBody(pydantic.BaseModel):
 
 
 class ArtifactsApi:
-    def __init__(self, context: QueueContext, byte_store: ByteStore) -> None:
+    def __init__(
+        self, context: QueueContext, byte_store: ByteStore, *, max_bytes: int | None = None
+    ) -> None:
+        self.max_bytes = max_bytes  # per artifact
         self.ctx = context
         self.db = context.db
         self.store = context.store
@@ -165,6 +168,7 @@ class ArtifactsApi:
         assert record is not None  # a run was found
         call.authorize()
         artifacts.check_run_open(request.expires, record.definition.expires, run, now)
+        artifacts.check_length(request, self.max_bytes)
         artifact = artifacts.from_request(task_id, run_id, name, request)
         await self._store_artifact(artifact)
         if artifact.storage_type != "s3":
@@ -184,7 +188,10 @@ class ArtifactsApi:
             "contentType": artifact.content_type,
             "expires": format_ts(expires),
             "putUrl": self.bytes.upload_url(
-                artifact.key, content_type=artifact.content_type, expires=expires
+                artifact.key,
+                content_type=artifact.content_type,
+                expires=expires,
+                length=artifact.details.get("contentLength"),
             ),
         }
 

@@ -53,7 +53,7 @@ class QuarantineRequest(BaseModel):
 
 class DeclareWorkerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    expires: Timestamp | None = None
+    expires: Timestamp  # required, as upstream
 
 
 def _queue_out(document: dict[str, Any]) -> dict[str, Any]:
@@ -477,7 +477,7 @@ class WorkersApi:
         task_queue_id = f"{p['provisionerId']}/{p['workerType']}"
         now = utcnow()
         await self.ctx.workers.touch_worker(
-            task_queue_id, p["workerGroup"], p["workerId"], now, expires=call.body.expires or None
+            task_queue_id, p["workerGroup"], p["workerId"], now, expires=call.body.expires
         )
         await self.ctx.workers.touch_queue(task_queue_id, now, force=True)
         document = await self.db[WORKERS].find_one(

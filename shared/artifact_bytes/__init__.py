@@ -29,4 +29,5 @@ def open_store(settings: Settings, db: Database) -> ByteStore:
         db,
         secret_key=settings.secret_key,
         url_base=settings.artifact_url_base or settings.root_url,
+        max_bytes=settings.artifact_max_bytes,
     )

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import errors, jsontext
 from shared.auth.errors import AuthenticationFailed
 from shared.auth.hawk import timing_safe_equal
 from shared.auth.scopes import ScopeSet, is_valid_scope
@@ -54,7 +55,9 @@ def certificate_object(value: object) -> dict[str, Any]:
     """The certificate as a dict: an object inside ext, or (leniently) its JSON string."""
     if isinstance(value, str | bytes):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
+        except jsontext.JsonTooDeep as exc:
+            raise errors.MalformedPayload(f"ext.certificate: {exc}") from None
         except ValueError:
             raise AuthenticationFailed("ext.certificate must be a JSON object") from None
     if not isinstance(value, dict):

@@ -808,9 +808,18 @@ def test_declare_worker_needs_a_scope_per_property(
     assert queue.getProvisioner(prov)["provisionerId"] == prov
     assert [w["workerId"] for w in queue.listWorkers(prov, wt)["workers"]] == [wid]
 
-    # An empty body names no property, so it needs no scope at all.
-    again = nobody.declareWorker(prov, wt, "wg", wid, {})
-    assert again["firstClaim"] == declared["firstClaim"]
+
+def test_declare_worker_requires_expires(queue: taskcluster.Queue) -> None:
+    # upstream's schema requires it; Flotilla used to invent a one-day expiry
+    prov, wt = ids()
+    for body in ({}, {"expires": None}):
+        assert_error(
+            lambda body=body: queue.declareWorker(prov, wt, "wg", "w", body),
+            400,
+            "InputValidationError",
+            "declareWorker",
+        )
+    assert_error(lambda: queue.getWorker(prov, wt, "wg", "w"), 404, "ResourceNotFound")
 
 
 def test_declare_worker_rejects_unknown_properties(queue: taskcluster.Queue) -> None:
