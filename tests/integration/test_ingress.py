@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,16 @@ def test_a_service_not_run_here_answers_a_404_that_names_it(options: dict[str, A
     assert "`hooks`" in response.json()["message"]
 
 
+def test_a_dead_replica_is_skipped(ingress: IngressPlatform, tmp_path: Path) -> None:
+    live = ingress.queue.root_url.removeprefix("http://")
+    running = launch_ingress({"queue": [f"127.0.0.1:{_free_port()}", live]}, tmp_path)
+    try:
+        queue = taskcluster.Queue({"rootUrl": running.root_url, "maxRetries": 0})
+        assert all(queue.ping()["alive"] for _ in range(4))
+    finally:
+        running.stop()
+
+
 def test_a_route_whose_service_is_down_answers_json_naming_it(tmp_path: Path) -> None:
     dead = f"127.0.0.1:{_free_port()}"
     running = launch_ingress({"queue": [dead]}, tmp_path)
@@ -70,9 +81,24 @@ def test_a_route_whose_service_is_down_answers_json_naming_it(tmp_path: Path) ->
 def test_the_main_flow_through_the_ingress(
     ingress: IngressPlatform, options: dict[str, Any]
 ) -> None:
-    queue = taskcluster.Queue(options)
     tq, task_id = new_task_queue_id(), taskcluster.slugId()
-    queue.createTask(task_id, task_definition(tq))
+    # a client made with Auth, then used: both through the one root URL
+    client_id = f"test/ingress-{uuid.uuid4().hex[:8]}"
+    scopes = [
+        "queue:create-task:lowest:*",
+        "queue:create-task:project:none",
+        "queue:scheduler-id:-",
+    ]
+    created = taskcluster.Auth(options).createClient(
+        client_id,
+        {"expires": taskcluster.fromNowJSON("1 hour"), "description": "", "scopes": scopes},
+    )
+    submitter = {
+        **options,
+        "credentials": {"clientId": client_id, "accessToken": created["accessToken"]},
+    }
+    taskcluster.Queue(submitter).createTask(task_id, task_definition(tq))
+    queue = taskcluster.Queue(options)
     claim = queue.claimWork(tq, {"workerGroup": "wg", "workerId": "w1", "tasks": 1})["tasks"][0]
     worker = taskcluster.Queue({**options, "credentials": claim["credentials"]})
     worker.reportCompleted(task_id, "0")
