@@ -3,7 +3,9 @@ anonymous caller may read, through the one root URL (the ingress) as they would.
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,9 @@ from taskcluster.exceptions import TaskclusterRestFailure
 
 from tests.ingress_support import IngressPlatform, ingress_fixture  # noqa: F401
 from tests.integration.queue_support import new_task_queue_id, task_definition
+from tests.integration.test_cli import flotilla
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -72,6 +77,12 @@ def test_a_worker_runner_style_lifecycle(
         }
     )
     assert registered["workerConfig"] == {"shutdown": False}
+    # Flotilla's CLI finds the Worker-Manager API at the root URL too
+    env = {k: v for k, v in os.environ.items() if k != "FLOTILLA_PROVISIONER_URL"}
+    env |= {**ingress.environment(), "FLOTILLA_ENV_FILE": "", "COLUMNS": "200"}
+    env["PYTHONPATH"] = str(REPO)  # this checkout's CLI, whichever one .venv was made from
+    listed = flotilla(env, "pools")
+    assert listed.returncode == 0 and pool in listed.stdout, listed.stderr
     as_worker = {**anonymous, "credentials": registered["credentials"]}
     manager = taskcluster.WorkerManager(as_worker)
     assert manager.shouldWorkerTerminate(pool, group, worker_id)["terminate"] is False
