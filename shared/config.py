@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     root_url: str = "http://127.0.0.1:8080"
     queue_host: str = "127.0.0.1"
-    queue_port: int = Field(8080, ge=1, le=65535)
+    queue_port: int = Field(8180, ge=1, le=65535)  # internal: the ingress is the root URL
 
     root_client_id: str = "static/flotilla/root"
     # Empty means "no root client": every request is then anonymous or a stored client.
@@ -75,7 +75,7 @@ class Settings(BaseSettings):
     # The provisioner (services.provisioner): its Worker-Manager API, its loop, and where
     # its `docker` provider keeps each worker process's directory and log.
     provisioner_host: str = "127.0.0.1"
-    provisioner_port: int = Field(8081, ge=1, le=65535)
+    provisioner_port: int = Field(8181, ge=1, le=65535)
     provisioner_interval_s: float = Field(10.0, gt=0, validation_alias=_env("PROVISIONER_INTERVAL"))
     provisioner_lease_s: float = Field(15.0, gt=0, validation_alias=_env("PROVISIONER_LEASE"))
     provisioner_work_root: str = "/tmp/flotilla-provisioner"

@@ -237,6 +237,7 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         "claim-expiry",
         "provisioner",
         "docker-worker",
+        "ingress",
     }
     assert services["dependency-resolver"]["deploy"]["replicas"] == 2
     for name in ("queue", "dependency-resolver", "claim-expiry", "provisioner", "docker-worker"):
@@ -250,6 +251,10 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     worker_volumes = [str(v) for v in services["docker-worker"]["volumes"]]
     assert any("/var/run/docker.sock" in volume for volume in worker_volumes)
     assert set(config["volumes"]) >= {"mongo-data", "rabbitmq-data"}
+    # One published API port: the ingress; the queue's own port stays internal.
+    assert "ports" not in services["queue"]
+    assert "8080" in str(services["ingress"]["ports"])
+    assert "ingress/compose.nginx.conf" in str(services["ingress"]["volumes"])
 
 
 def test_compose_file_requires_the_secrets(tmp_path: Path) -> None:

@@ -480,8 +480,8 @@ def test_count_and_list_scopes_are_per_queue(
     assert_error(lambda: pending_only.listPendingTasks(tq), 403, "InsufficientScopes")
     assert_error(lambda: pending_only.listClaimedTasks(tq), 403, "InsufficientScopes")
     assert_error(lambda: pending_only.getTaskQueue(tq), 403, "InsufficientScopes")
-    # Scopes are checked before existence: a 403, not a 404.
-    assert_error(lambda: pending_only.getProvisioner(prov), 403, "InsufficientScopes")
+    # Reading provisioners is the default anonymous role's (upstream's): a 404, no 403.
+    assert_error(lambda: pending_only.getProvisioner(prov), 404, "ResourceNotFound")
 
     lister = make_queue([f"queue:pending-list:{tq}", f"queue:claimed-list:{tq}"])
     assert lister.listPendingTasks(tq) == {"tasks": []}
