@@ -122,11 +122,14 @@ def _route_params(route: str) -> list[str]:
     return _PLACEHOLDER.findall(route)
 
 
-def _aiohttp_path(route: str) -> str:
+def _aiohttp_path(route: str, patterns: Mapping[str, str] | None = None) -> str:
     # Parameters may hold '/' (taskQueueId, artifact names): the last parameter of a route
     # absorbs the rest; a taskQueueId or workerPoolId takes exactly one '/' or '%2F'.
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        pattern = (patterns or {}).get(name)
+        if pattern is not None and re.fullmatch(pattern, ""):
+            return f"{{{name}:[^/]*}}"  # an optional parameter, e.g. the index's namespace
         if name in ("taskQueueId", "workerPoolId"):
             return f"{{{name}:[^/%]+(?:/|%2[Ff])[^/%]+}}"
         if name == "name" and route.endswith("<name>"):
@@ -159,20 +162,27 @@ class Api:
         # Route names are unique per application: `queue.ping`, `auth.ping`, ...
         service = self.prefix.strip("/").split("/")[1] if self.prefix.count("/") >= 2 else "api"
         for endpoint in self.endpoints:
-            path = self.prefix + _aiohttp_path(endpoint.route)
+            path = self.prefix + _aiohttp_path(endpoint.route, endpoint.params)
             name = f"{service}.{endpoint.name}"
             handler = self._wrap(endpoint)
             app.router.add_route(endpoint.method, path, handler, name=name)
             if path.endswith("/"):
                 # Clients call `/roles` for the route `/roles/`; upstream's router takes both.
                 app.router.add_route(endpoint.method, path.rstrip("/"), handler)
+            if path.endswith("[^/]*}"):
+                # An optional last parameter may be left out with its slash (`/namespaces`).
+                bare = self.prefix + endpoint.route.rsplit("/", 1)[0]
+                app.router.add_route(endpoint.method, bare, handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         early = endpoint.checks_scopes_early()  # decided once, not per request
+        optional = [name for name, pattern in endpoint.params.items() if re.fullmatch(pattern, "")]
 
         async def run(request: web.Request) -> web.StreamResponse:
             request["endpoint"] = endpoint
             params = dict(request.match_info)
+            for name in optional:
+                params.setdefault(name, "")  # left out with its slash
             request["params"] = params
             body = await _read_body(request)
             principal = await self._authenticator.authenticate(request, body)
