@@ -115,6 +115,7 @@ def dependency_resolver_queue(database: str) -> str:
 
 RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")
 
+
 def index_queue(database: str) -> str:
     """The index service's durable queue of task-completed events, one per deployment."""
     return f"flotilla/{database}/index"
@@ -124,4 +125,3 @@ def index_queue(database: str) -> str:
 # indexed, as upstream) with the CC keys of `index.<namespace>` routes.
 INDEX_ROUTE_PREFIX = "index."
 INDEX_BINDING = "route.index.#"
-
