@@ -11,7 +11,9 @@ and '.' only between keys), so:
   `_id` range [`a.b/`, `a.b0`) ('0' follows '/'), read in name order from the `_id`
   index and continued from the last `_id` of a page. Grandchildren (`a.b.c/d`) start with
   `a.b.`, never `a.b/`, so they fall outside the range.
-Rows keep the full `namespace` too, so answers need no reassembly.
+Rows keep the full `namespace` too, so answers need no reassembly. (Our FerretDB build
+pushes `_id` equality and `$in` down to SQLite, not yet ranges: there the listings read
+the collection, findTask and every write stay index lookups.)
 """
 
 from __future__ import annotations
