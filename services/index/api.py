@@ -92,6 +92,7 @@ class IndexApi:
                 self.list_namespaces,
                 "index:list-namespaces:<namespace>",
                 params=PARENT,
+                optional=("namespace",),
                 query=page,
             ),
             Endpoint(
@@ -101,6 +102,7 @@ class IndexApi:
                 self.list_tasks,
                 "index:list-tasks:<namespace>",
                 params=PARENT,
+                optional=("namespace",),
                 query=page,
             ),
             Endpoint(
