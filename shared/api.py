@@ -105,6 +105,8 @@ class Endpoint:
     input: type[pydantic.BaseModel] | None = None
     params: Mapping[str, str] = field(default_factory=dict)  # name -> regex it must match
     query: Sequence[str] = ()
+    # Route parameters that may be left out, with their slash (upstream's `:namespace?`).
+    optional: Sequence[str] = ()
     # True when the scope template uses only URL params, so it is checked before the
     # handler runs (upstream's order: a 403 can precede a 404).
     scopes_from_params: bool | None = None
@@ -122,11 +124,13 @@ def _route_params(route: str) -> list[str]:
     return _PLACEHOLDER.findall(route)
 
 
-def _aiohttp_path(route: str) -> str:
+def _aiohttp_path(route: str, optional: Sequence[str] = ()) -> str:
     # Parameters may hold '/' (taskQueueId, artifact names): the last parameter of a route
     # absorbs the rest; a taskQueueId or workerPoolId takes exactly one '/' or '%2F'.
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name in optional:
+            return f"{{{name}:[^/]*}}"
         if name in ("taskQueueId", "workerPoolId"):
             return f"{{{name}:[^/%]+(?:/|%2[Ff])[^/%]+}}"
         if name == "name" and route.endswith("<name>"):
@@ -159,20 +163,27 @@ class Api:
         # Route names are unique per application: `queue.ping`, `auth.ping`, ...
         service = self.prefix.strip("/").split("/")[1] if self.prefix.count("/") >= 2 else "api"
         for endpoint in self.endpoints:
-            path = self.prefix + _aiohttp_path(endpoint.route)
+            path = self.prefix + _aiohttp_path(endpoint.route, endpoint.optional)
             name = f"{service}.{endpoint.name}"
             handler = self._wrap(endpoint)
             app.router.add_route(endpoint.method, path, handler, name=name)
             if path.endswith("/"):
                 # Clients call `/roles` for the route `/roles/`; upstream's router takes both.
                 app.router.add_route(endpoint.method, path.rstrip("/"), handler)
+            if endpoint.optional and endpoint.route.endswith(f"/<{endpoint.optional[-1]}>"):
+                # The optional last parameter left out with its slash (`/namespaces`).
+                bare = self.prefix + endpoint.route.rsplit("/", 1)[0]
+                app.router.add_route(endpoint.method, bare, handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         early = endpoint.checks_scopes_early()  # decided once, not per request
+        optional = endpoint.optional
 
         async def run(request: web.Request) -> web.StreamResponse:
             request["endpoint"] = endpoint
             params = dict(request.match_info)
+            for name in optional:
+                params.setdefault(name, "")  # left out with its slash
             request["params"] = params
             body = await _read_body(request)
             principal = await self._authenticator.authenticate(request, body)

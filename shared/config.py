@@ -72,6 +72,17 @@ class Settings(BaseSettings):
     # RabbitMQ whether a task queue with waiting claimWork calls has runs ready. 0: off
     # (tests that must prove the push path itself).
     claim_sweep_interval_s: float = Field(2.0, ge=0, validation_alias=_env("CLAIM_SWEEP_INTERVAL"))
+    # The index service (services.index): its API, and how long RabbitMQ keeps its durable
+    # queue of task-completed events once no index service consumes it (None: for ever;
+    # throw-away deployments set it, like FLOTILLA_RESOLVER_QUEUE_EXPIRES).
+    index_host: str = "127.0.0.1"
+    index_port: int = Field(8182, ge=1, le=65535)
+    index_queue_expires_s: float | None = Field(
+        None, gt=0, validation_alias=_env("INDEX_QUEUE_EXPIRES")
+    )
+    # The purge-cache service (services.purge_cache).
+    purge_cache_host: str = "127.0.0.1"
+    purge_cache_port: int = Field(8183, ge=1, le=65535)
     # The provisioner (services.provisioner): its Worker-Manager API, its loop, and where
     # its `docker` provider keeps each worker process's directory and log.
     provisioner_host: str = "127.0.0.1"

@@ -120,3 +120,14 @@ def pending_queue(database: str, task_queue_id: str) -> str:
 
 
 RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")
+
+
+def index_queue(database: str) -> str:
+    """The index service's durable queue of task-completed events, one per deployment."""
+    return f"flotilla/{database}/index"
+
+
+# The index service binds task-completed (only: failed and exception runs are never
+# indexed, as upstream) with the CC keys of `index.<namespace>` routes.
+INDEX_ROUTE_PREFIX = "index."
+INDEX_BINDING = "route.index.#"

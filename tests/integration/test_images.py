@@ -238,9 +238,12 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         "provisioner",
         "docker-worker",
         "ingress",
+        "index",
+        "purge-cache",
     }
     assert services["dependency-resolver"]["deploy"]["replicas"] == 2
-    for name in ("queue", "dependency-resolver", "claim-expiry", "provisioner", "docker-worker"):
+    services_built = ("queue", "dependency-resolver", "claim-expiry", "provisioner")
+    for name in (*services_built, "docker-worker", "index", "purge-cache"):
         service = services[name]
         assert service["image"] == f"flotilla/{name}:latest"
         assert "flotilla-healthcheck" in service["healthcheck"]["test"]
