@@ -24,6 +24,7 @@ from shared.config import Settings
 from tests.conftest import Platform, RunningService, _free_port
 from tests.integration.queue_support import (
     claim_one,
+    client_with_scopes,
     new_task_queue_id,
     root_queue,
     task_definition,
@@ -409,3 +410,26 @@ def test_unknown_tasks_and_bad_credentials(cli_env: dict[str, str]) -> None:
     nowhere = {**cli_env, "FLOTILLA_PROVISIONER_URL": f"http://127.0.0.1:{_free_port()}"}
     pools = flotilla(nowhere, "pools")
     assert pools.returncode == 1 and len(pools.stderr.splitlines()) == 1, pools.stderr
+
+
+def test_refusals_keep_the_field_and_the_missing_scopes(
+    platform: Platform, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    tq = new_task_queue_id()
+    definition = tmp_path / "task.yaml"
+    definition.write_text(f"taskQueueId: {tq}\npriority: urgent\npayload: {{}}\n")
+    refused = flotilla(cli_env, "task", "create", str(definition))
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "priority: must be one of" in refused.stderr
+
+    definition.write_text(f"taskQueueId: {tq}\npayload: {{}}\n")
+    weak = client_with_scopes(platform.queue, ["queue:get-task:*"])
+    limited = {
+        **cli_env,
+        "TASKCLUSTER_CLIENT_ID": weak.options["credentials"]["clientId"],
+        "TASKCLUSTER_ACCESS_TOKEN": weak.options["credentials"]["accessToken"],
+    }
+    refused = flotilla(limited, "task", "create", str(definition))
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "missing the following scopes: " in refused.stderr
+    assert f"queue:create-task:lowest:{tq}" in refused.stderr, refused.stderr
