@@ -433,3 +433,48 @@ def test_refusals_keep_the_field_and_the_missing_scopes(
     assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
     assert "missing the following scopes: " in refused.stderr
     assert f"queue:create-task:lowest:{tq}" in refused.stderr, refused.stderr
+
+
+def test_a_task_no_worker_took_is_listed_and_its_log_waited_for(
+    platform: Platform, cli_env: dict[str, str]
+) -> None:
+    queue, tq, first = root_queue(platform.queue), new_task_queue_id(), taskcluster.slugId()
+    queue.createTask(first, task_definition(tq))
+
+    # the queue shows up before any worker asked it for work (a mistyped name, say)
+    listed = flotilla(cli_env, "workers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {q["taskQueueId"]: q for q in json.loads(listed.stdout)["taskQueues"]}
+    assert rows[tq]["pendingTasks"] == 1
+
+    follower = start(cli_env, "task", "log", "-f", first, "--poll", "0.2")
+    assert follower.stderr is not None
+    waiting = follower.stderr.readline()
+    assert f"task {first} is pending on {tq}: waiting for a worker" in waiting, waiting
+    claim = claim_one(queue, tq)
+    worker = worker_queue(platform.queue, claim)
+    upload(worker, first, BACKING_LOG, b"it broke\n")
+    worker.reportFailed(first, "0")
+    code, out, err = finish(follower)
+    assert code == 0, err
+    assert out == "it broke\n" and "worker wg/w1 started it" in err
+
+
+def test_status_of_a_task_behind_a_failed_dependency_is_blocked(
+    platform: Platform, cli_env: dict[str, str]
+) -> None:
+    queue, tq = root_queue(platform.queue), new_task_queue_id()
+    first, second, third = (taskcluster.slugId() for _ in range(3))
+    queue.createTask(first, task_definition(tq))
+    queue.createTask(second, task_definition(tq, dependencies=[first]))
+    queue.createTask(third, task_definition(tq, dependencies=[second]))
+    claim = claim_one(queue, tq)
+    worker_queue(platform.queue, claim).reportFailed(first, "0")
+
+    for task_id, culprit in ((second, first), (third, second)):
+        shown = flotilla(cli_env, "task", "status", task_id)
+        assert shown.returncode == 0, shown.stderr
+        assert f"state blocked (unscheduled; dependency {culprit}" in shown.stdout, shown.stdout
+    as_json = json.loads(flotilla(cli_env, "task", "status", second, "--json").stdout)
+    assert as_json["blockedBy"] == {"taskId": first, "state": "failed"}
+    assert as_json["status"]["state"] == "unscheduled"  # the protocol's own state, unchanged
