@@ -19,6 +19,7 @@ import pytest
 import requests
 import taskcluster
 from aiohttp import web
+from taskcluster.download import downloadArtifactToBuf
 
 from shared.config import Settings
 from tests.conftest import Platform, RunningService, _free_port
@@ -478,3 +479,44 @@ def test_status_of_a_task_behind_a_failed_dependency_is_blocked(
     as_json = json.loads(flotilla(cli_env, "task", "status", second, "--json").stdout)
     assert as_json["blockedBy"] == {"taskId": first, "state": "failed"}
     assert as_json["status"]["state"] == "unscheduled"  # the protocol's own state, unchanged
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("name", "count"), [("diamond.yaml", 4), ("fan-out.yaml", 52)])
+def test_the_example_graphs_are_submitted(
+    platform: Platform, cli_env: dict[str, str], name: str, count: int
+) -> None:
+    """As the README's quick start does (the session's database: no worker takes them)."""
+    submitted = flotilla(cli_env, "graph", "submit", str(EXAMPLES / name), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    answer = json.loads(submitted.stdout)
+    assert len(answer["tasks"]) == count
+    queue = root_queue(platform.queue)
+    listed = queue.listTaskGroup(answer["taskGroupId"])["tasks"]
+    assert len(listed) == count
+    first = "fetch" if name == "diamond.yaml" else "split"
+    assert queue.status(answer["tasks"][first])["status"]["state"] == "pending"
+    last = queue.task(answer["tasks"]["ship" if name == "diamond.yaml" else "join"])
+    assert last["payload"]["image"] == "flotilla/busybox:latest"
+    assert len(last["dependencies"]) == (2 if name == "diamond.yaml" else 50)
+
+
+def test_the_readme_download_calls(platform: Platform) -> None:
+    """README "Artifacts": downloadArtifactToBuf (downloadArtifact wants a writerFactory),
+    and curl needs -L and --compressed for an artifact stored gzip-encoded."""
+    queue, tq, task_id = root_queue(platform.queue), new_task_queue_id(), taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq))
+    worker = worker_queue(platform.queue, claim_one(queue, tq))
+    text = b"hello from the README\n" * 50
+    upload(worker, task_id, "public/out.txt", gzip.compress(text), gzip_encoded=True)
+
+    data, content_type = downloadArtifactToBuf(
+        taskId=task_id, name="public/out.txt", queueService=queue
+    )
+    assert bytes(data) == text and content_type == "text/plain"
+    url = f"{platform.queue.root_url}/api/queue/v1/task/{task_id}/artifacts/public/out.txt"
+    curl = ["curl", "-sSf", "-L", url]
+    assert subprocess.run([*curl, "--compressed"], capture_output=True, check=True).stdout == text
+    assert gzip.decompress(subprocess.run(curl, capture_output=True, check=True).stdout) == text
