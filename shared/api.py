@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 COMMON_HEADERS = {
-    "Cache-Control": "no-store no-cache must-revalidate",
+    "Cache-Control": "no-store, no-cache, must-revalidate",
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Cache-Control",
     "Access-Control-Allow-Methods": "OPTIONS, GET, HEAD, POST, PUT, DELETE",
@@ -166,6 +166,10 @@ class Api:
             if path.endswith("/"):
                 # Clients call `/roles` for the route `/roles/`; upstream's router takes both.
                 app.router.add_route(endpoint.method, path.rstrip("/"), handler)
+            if endpoint.method == "GET":
+                # HEAD answers as GET without a body (aiohttp drops it): status and headers
+                for head_path in {path, path.rstrip("/") or path}:
+                    app.router.add_route("HEAD", head_path, handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         early = endpoint.checks_scopes_early()  # decided once, not per request
