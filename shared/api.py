@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 COMMON_HEADERS = {
-    "Cache-Control": "no-store no-cache must-revalidate",
+    "Cache-Control": "no-store, no-cache, must-revalidate",
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Cache-Control",
     "Access-Control-Allow-Methods": "OPTIONS, GET, HEAD, POST, PUT, DELETE",
@@ -174,6 +174,10 @@ class Api:
                 # The optional last parameter left out with its slash (`/namespaces`).
                 bare = self.prefix + endpoint.route.rsplit("/", 1)[0]
                 app.router.add_route(endpoint.method, bare, handler)
+            if endpoint.method == "GET":
+                # HEAD answers as GET without a body (aiohttp drops it): status and headers
+                for head_path in {path, path.rstrip("/") or path}:
+                    app.router.add_route("HEAD", head_path, handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         early = endpoint.checks_scopes_early()  # decided once, not per request

@@ -44,6 +44,8 @@ tmp=$(mktemp "$FLOTILLA_HOME/env.XXXXXX")
   printf 'export TASKCLUSTER_ROOT_URL=%q\n' "${vars[FLOTILLA_ROOT_URL]}"
   printf 'export TASKCLUSTER_CLIENT_ID=%q\n' "static/flotilla/root"
   printf 'export TASKCLUSTER_ACCESS_TOKEN=%q\n' "${vars[FLOTILLA_ROOT_ACCESS_TOKEN]}"
+  # `flotilla` (the project's console script) lives in the virtualenv: first on PATH.
+  printf 'export PATH=%q:"$PATH"\n' "$REPO_ROOT/.venv/bin"
   for name in $(printf '%s\n' "${!vars[@]}" | sort); do
     printf 'export %s=%q\n' "$name" "${vars[$name]}"
   done

@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
 
 from services.queue.context import QueueContext
-from services.queue.worker_records import TASK_QUEUES, WORKERS, worker_key
+from services.queue.worker_records import (
+    QUEUE_LIFETIME_WITHOUT_WORKER,
+    TASK_QUEUES,
+    WORKERS,
+    worker_key,
+)
 from shared import claims, errors, paging
 from shared.api import Call, Endpoint
 from shared.models import (
@@ -136,6 +141,21 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     if quarantine is not None and quarantine > now:
         out["quarantineUntil"] = format_ts(quarantine)
     return out
+
+
+def _waiting_queue(task_queue_id: str, now: datetime) -> dict[str, Any]:
+    """The record of a task queue that has pending tasks but no worker yet: seen now, and
+    kept as long as a queue whose tasks no worker took (upstream: 5 days)."""
+    provisioner_id, worker_type = task_queue_id.split("/", 1)
+    return {
+        "_id": task_queue_id,
+        "provisionerId": provisioner_id,
+        "workerType": worker_type,
+        "description": "no worker has asked for work yet; known from its pending tasks",
+        "stability": "experimental",
+        "expires": now + QUEUE_LIFETIME_WITHOUT_WORKER,
+        "lastDateActive": now,
+    }
 
 
 class WorkersApi:
@@ -297,15 +317,27 @@ class WorkersApi:
     # --- task queues and provisioners -----------------------------------------------------
 
     async def _queues(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        live = {"expires": {"$gt": utcnow()}, **(query or {})}
+        now, wanted = utcnow(), query or {}
+        live = {"expires": {"$gt": now}, **wanted}
         cursor = self.db[TASK_QUEUES].find(live).sort("_id", ASCENDING)
-        return [document async for document in cursor]
+        found = {document["_id"]: document async for document in cursor}
+        # Task queues no worker has asked yet, known from their pending tasks (an operator's
+        # listing: it reads the open tasks; createTask stays free of queue bookkeeping).
+        open_tasks = {"runs.state": "pending", "deadline": {"$gt": now}}
+        for task_queue_id in await self.db[TASKS].distinct("taskQueueId", open_tasks):
+            waiting = _waiting_queue(task_queue_id, now)
+            if task_queue_id not in found and all(waiting[k] == v for k, v in wanted.items()):
+                found[task_queue_id] = waiting
+        return [found[key] for key in sorted(found)]
 
     async def _queue(self, task_queue_id: str) -> dict[str, Any]:
+        now = utcnow()
         document = await self.db[TASK_QUEUES].find_one({"_id": task_queue_id})
-        if document is None or document["expires"] <= utcnow():
-            raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
-        return document
+        if document is not None and document["expires"] > now:
+            return document
+        if await self.ctx.store.outbox.pending.count(task_queue_id) > 0:
+            return _waiting_queue(task_queue_id, now)
+        raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
 
     async def list_provisioners(self, call: Call) -> dict[str, Any]:
         return paging.offset_page(provisioners_of(await self._queues()), call.query, "provisioners")

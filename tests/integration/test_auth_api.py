@@ -261,7 +261,7 @@ def raw(
 def test_protocol_errors_for_bad_requests(queue_service: RunningService) -> None:
     status, headers, body = raw(queue_service, "GET", "/api/queue/v1/no-such-thing")
     assert (status, body) == (404, {"error": "Not found"})
-    assert headers["Cache-Control"] == "no-store no-cache must-revalidate"
+    assert headers["Cache-Control"] == "no-store, no-cache, must-revalidate"
     assert headers["Access-Control-Allow-Origin"] == "*"
 
     status, _, body = raw(queue_service, "GET", "/api/auth/v1/clients/?colour=red")

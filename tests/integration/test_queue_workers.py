@@ -205,23 +205,37 @@ def make_queue(queue_service: RunningService) -> Callable[[list[str]], taskclust
 # --- where records come from ----------------------------------------------------------------
 
 
-def test_create_task_alone_creates_no_task_queue(queue: taskcluster.Queue) -> None:
+def test_a_task_queue_with_pending_tasks_is_known_before_any_worker(
+    queue: taskcluster.Queue,
+) -> None:
+    """A mistyped queue name is exactly when an operator needs to see it: a task queue
+    with pending tasks is listed and answers getTaskQueue before a worker asks it."""
     prov, wt = ids()
     tq = f"{prov}/{wt}"
-    create_tasks(queue, tq, 2)
+    task_ids = create_tasks(queue, tq, 2)
 
     assert queue.pendingTasks(tq)["pendingTasks"] == 2
-    assert_error(lambda: queue.getTaskQueue(tq), 404, "ResourceNotFound", "getTaskQueue")
-    assert_error(lambda: queue.getWorkerType(prov, wt), 404, "ResourceNotFound", "getWorkerType")
-    assert_error(lambda: queue.getProvisioner(prov), 404, "ResourceNotFound", "getProvisioner")
-    assert queue.listWorkerTypes(prov) == {"workerTypes": []}
+    task_queue = queue.getTaskQueue(tq)
+    assert task_queue["taskQueueId"] == tq and "no worker" in task_queue["description"]
+    assert near(task_queue["expires"], 5 * 86400)  # a queue seen without a worker: 5 days
+    worker_type = queue.getWorkerType(prov, wt)  # times are "now": they may differ by a tick
+    assert (worker_type["taskQueueId"], worker_type["workerType"]) == (tq, wt)
+    assert queue.getProvisioner(prov)["provisionerId"] == prov
+    assert [w["workerType"] for w in queue.listWorkerTypes(prov)["workerTypes"]] == [wt]
     assert queue.listWorkers(prov, wt) == {"workers": []}
-    assert tq not in [
+    assert tq in [
         q["taskQueueId"] for q in collect(queue.listTaskQueues, "taskQueues", limit=1000)
     ]
-    assert prov not in [
+    assert prov in [
         p["provisionerId"] for p in collect(queue.listProvisioners, "provisioners", limit=1000)
     ]
+
+    # nothing pending any more, and no worker ever came: the queue is unknown again
+    for task_id in task_ids:
+        queue.cancelTask(task_id)
+    assert_error(lambda: queue.getTaskQueue(tq), 404, "ResourceNotFound", "getTaskQueue")
+    assert_error(lambda: queue.getProvisioner(prov), 404, "ResourceNotFound", "getProvisioner")
+    assert queue.listWorkerTypes(prov) == {"workerTypes": []}
 
 
 def test_claim_work_creates_task_queue_worker_type_provisioner_and_worker(
