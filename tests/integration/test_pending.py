@@ -78,11 +78,22 @@ async def test_a_message_taken_by_a_claimer_that_dies_is_handed_out_again(
 # --- through the queue ----------------------------------------------------------------------
 
 
-def _counts(queue: taskcluster.Queue, tq: str) -> tuple[int, int]:
+def _counts(queue: taskcluster.Queue, tq: str, claimed: int | None = None) -> tuple[int, int]:
+    """(pending, claimed). Pending is exact at once; claimWork records its claims for the
+    claimed count just after answering the worker, so that one may trail by moments."""
     pending = queue.pendingTasks(tq)["pendingTasks"]
     counts = queue.taskQueueCounts(tq)
     assert counts["pendingTasks"] == pending
+    if claimed is not None and counts["claimedTasks"] != claimed:
+        counts = asyncio.run(
+            poll_until(lambda: _claimed(queue, tq, claimed), what=f"{claimed} claimed in {tq}")
+        )
     return pending, counts["claimedTasks"]
+
+
+async def _claimed(queue: taskcluster.Queue, tq: str, wanted: int) -> dict[str, int] | None:
+    counts = queue.taskQueueCounts(tq)
+    return counts if counts["claimedTasks"] == wanted else None
 
 
 def test_counts_are_exact_at_once_after_create_claim_work_claim_task_and_cancel(
@@ -93,20 +104,20 @@ def test_counts_are_exact_at_once_after_create_claim_work_claim_task_and_cancel(
     ids = [taskcluster.slugId() for _ in range(4)]
     for task_id in ids:
         queue.createTask(task_id, task_definition(tq))
-    assert _counts(queue, tq) == (4, 0)
+    assert _counts(queue, tq, claimed=0) == (4, 0)
     queue.claimTask(ids[0], "0", WORKER)  # leaves its message behind, stale
-    assert _counts(queue, tq) == (3, 1)
+    assert _counts(queue, tq, claimed=1) == (3, 1)
     queue.cancelTask(ids[1])  # stale too
-    assert _counts(queue, tq) == (2, 1)
+    assert _counts(queue, tq, claimed=1) == (2, 1)
     # claimWork skips both stale messages and takes the oldest claimable run.
     assert claim_one(queue, tq)["status"]["taskId"] == ids[2]
-    assert _counts(queue, tq) == (1, 2)
+    assert _counts(queue, tq, claimed=2) == (1, 2)
     assert claim_one(queue, tq)["status"]["taskId"] == ids[3]
-    assert _counts(queue, tq) == (0, 3)
+    assert _counts(queue, tq, claimed=3) == (0, 3)
     assert queue.claimWork(tq, {**WORKER, "tasks": 4})["tasks"] == []
-    assert _counts(queue, tq) == (0, 3)
+    assert _counts(queue, tq, claimed=3) == (0, 3)
     queue.createTask(fresh := taskcluster.slugId(), task_definition(tq))
-    assert _counts(queue, tq) == (1, 3)  # the corrections were taken off by the skips
+    assert _counts(queue, tq, claimed=3) == (1, 3)  # the corrections were taken off by the skips
     assert claim_one(queue, tq)["status"]["taskId"] == fresh
 
 
@@ -131,13 +142,13 @@ def test_a_task_past_its_deadline_leaves_the_count_and_is_never_handed_out(
     tq = new_task_queue_id()
     doomed = taskcluster.slugId()
     queue.createTask(doomed, task_definition(tq, deadline=taskcluster.fromNowJSON("2 seconds")))
-    assert _counts(queue, tq) == (1, 0)
+    assert _counts(queue, tq, claimed=0) == (1, 0)
 
     async def resolved() -> bool:
         return queue.status(doomed)["status"]["state"] == "exception"
 
     asyncio.run(poll_until(resolved, timeout_s=30, what="the deadline resolution"))
-    assert _counts(queue, tq) == (0, 0)
+    assert _counts(queue, tq, claimed=0) == (0, 0)
     assert queue.claimWork(tq, {**WORKER, "tasks": 1})["tasks"] == []
     assert queue.status(doomed)["status"]["runs"][0]["reasonResolved"] == "deadline-exceeded"
 
@@ -151,10 +162,10 @@ def test_a_priority_change_moves_the_run_and_the_count_stays_exact(
     queue.createTask(low, task_definition(tq, priority="lowest"))
     queue.createTask(other, task_definition(tq, priority="medium"))
     queue.changeTaskPriority(low, {"newPriority": "highest"})
-    assert _counts(queue, tq) == (2, 0)
+    assert _counts(queue, tq, claimed=0) == (2, 0)
     claimed = queue.claimWork(tq, {**WORKER, "tasks": 3})["tasks"]
     assert [c["status"]["taskId"] for c in claimed] == [low, other]
-    assert _counts(queue, tq) == (0, 2)
+    assert _counts(queue, tq, claimed=2) == (0, 2)
 
 
 def test_a_queue_replica_that_dies_after_storing_a_claim_loses_no_task(
@@ -186,7 +197,7 @@ def test_a_queue_replica_that_dies_after_storing_a_claim_loses_no_task(
     assert other["tasks"] == []
     # The message went back to the queue when the dead replica's channel closed; the
     # stranger's poll skipped it, so the run is no longer counted either.
-    assert _counts(queue, tq) == (0, 1)
+    assert _counts(queue, tq, claimed=1) == (0, 1)
 
 
 def test_the_same_worker_asking_again_gets_the_claim_a_dead_replica_stored(
