@@ -90,24 +90,28 @@ def render(
             "  }"
         )
         for prefix in prefixes:
-            # `^~`: a served prefix wins over the catch-all regex for unserved services.
-            modifier = "" if prefix == "/" else "^~ "
-            locations.append(
-                f"    location {modifier}{prefix} {{\n"
-                f"      set $flotilla_service {name};\n"
-                # No URI after the upstream: nginx passes the request URI exactly as the
-                # client sent it (%2F kept), which the Hawk MAC covers.
-                f"      proxy_pass http://flotilla_{name.replace('-', '_')};\n"
-                "    }"
-            )
+            # `^~`: a served prefix wins over the catch-all regex for unserved services;
+            # `= /api/queue` (no slash) is the service's too, not an "unserved" one.
+            matches = ["/"] if prefix == "/" else [f"^~ {prefix}"]
+            if prefix.startswith("/api/"):
+                matches.append(f"= {prefix.rstrip('/')}")
+            for match in matches:
+                locations.append(
+                    f"    location {match} {{\n"
+                    f"      set $flotilla_service {name};\n"
+                    # No URI after the upstream: nginx passes the request URI exactly as
+                    # the client sent it (%2F kept), which the Hawk MAC covers.
+                    f"      proxy_pass http://flotilla_{name.replace('-', '_')};\n"
+                    "    }"
+                )
     served = ", ".join(api_services(upstreams)) or "none"
     if not upstreams.get("web"):
         locations.append(
             "    location / {\n"
             "      default_type application/json;\n"
-            "      return 404 '{\"code\":\"ResourceNotFound\",\"message\":\"Nothing is served "
+            '      return 404 \'{"code":"ResourceNotFound","message":"Nothing is served '
             "at this path by this deployment (no web console). APIs are under "
-            f"/api/<service>/v1/; served here: {served}.\",\"requestInfo\":{{\"method\":"
+            f'/api/<service>/v1/; served here: {served}.","requestInfo":{{"method":'
             '"$request_method","params":{},"payload":{},"time":"$time_iso8601"}}\\n\';\n'
             "    }"
         )

@@ -27,6 +27,7 @@ def test_each_replica_is_a_server_of_its_service_s_upstream() -> None:
     assert "server 10.0.0.1:8180;\n    server 10.0.0.2:8180;" in text
     for prefix in ("/api/queue/", "/api/auth/", "/artifact-bytes/"):
         assert f"location ^~ {prefix} {{\n      set $flotilla_service queue;" in text
+    assert "location = /api/queue {\n      set $flotilla_service queue;" in text
     assert "proxy_pass http://flotilla_worker_manager;" in text
     assert "Served here: queue, auth, worker-manager." in text
     assert "/api/index/" not in text  # not run: answered by the catch-all 404
