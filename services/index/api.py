@@ -8,7 +8,6 @@ listings (see the README).
 
 from __future__ import annotations
 
-import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -146,7 +145,7 @@ class IndexApi:
         return await self._list(call, TASKS, "tasks")
 
     async def find_artifact_from_task(self, call: Call) -> web.Response:
-        name = urllib.parse.unquote(call.params["name"])
+        name = call.params["name"]  # aiohttp has decoded it (%2F included)
         document = await self._live(call.params["indexPath"], utcnow())
         # Public names go to the plain URL (the queue serves them to anyone); others to a
         # URL signed with the index's own credentials, as upstream: the caller already
