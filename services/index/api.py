@@ -8,11 +8,8 @@ listings (see the README).
 
 from __future__ import annotations
 
-import time
-import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
-from importlib.metadata import version
 from typing import Any
 
 import pydantic
@@ -20,7 +17,7 @@ from aiohttp import web
 
 from services.index import entries
 from services.index.store import NAMESPACES, TASKS, IndexStore, namespace_out, task_out
-from shared import errors, paging
+from shared import errors, monitoring, paging
 from shared.api import Call, Endpoint, json_response
 from shared.models.common import Slugid, Timestamp
 from shared.timeutil import utcnow
@@ -53,8 +50,6 @@ class InsertTaskRequest(pydantic.BaseModel):
 # Builds the queue's getLatestArtifact URL for (taskId, name); signed when `signed`.
 ArtifactUrl = Callable[[str, str, bool], str]
 
-_STARTED = time.monotonic()
-
 
 class IndexApi:
     def __init__(self, store: IndexStore, artifact_url: ArtifactUrl) -> None:
@@ -64,10 +59,7 @@ class IndexApi:
     def endpoints(self) -> list[Endpoint]:
         page = paging.PAGE_QUERY
         return [
-            Endpoint("ping", "GET", "/ping", self.ping),
-            Endpoint("lbheartbeat", "GET", "/__lbheartbeat__", _empty),
-            Endpoint("heartbeat", "GET", "/__heartbeat__", _empty),
-            Endpoint("version", "GET", "/__version__", _version),
+            *monitoring.endpoints(),
             Endpoint(
                 "findTask",
                 "GET",
@@ -116,9 +108,6 @@ class IndexApi:
             ),
         ]
 
-    async def ping(self, call: Call) -> dict[str, Any]:
-        return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
-
     async def _live(self, namespace: str, now: datetime) -> dict[str, Any]:
         document = await self.store.find(namespace)
         if document is None or not entries.is_live(document["expires"], now):
@@ -156,18 +145,10 @@ class IndexApi:
         return await self._list(call, TASKS, "tasks")
 
     async def find_artifact_from_task(self, call: Call) -> web.Response:
-        name = urllib.parse.unquote(call.params["name"])
+        name = call.params["name"]  # aiohttp has decoded it (%2F included)
         document = await self._live(call.params["indexPath"], utcnow())
         # Public names go to the plain URL (the queue serves them to anyone); others to a
         # URL signed with the index's own credentials, as upstream: the caller already
         # proved it holds queue:get-artifact:<name>.
         url = self.artifact_url(document["taskId"], name, not name.startswith("public/"))
         return json_response({"url": url}, 303, {"Location": url})
-
-
-async def _empty(call: Call) -> dict[str, Any]:
-    return {}
-
-
-async def _version(call: Call) -> dict[str, Any]:
-    return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}

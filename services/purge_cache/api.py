@@ -3,21 +3,18 @@ names, routes and scopes, so `taskcluster.PurgeCache` works unchanged."""
 
 from __future__ import annotations
 
-import time
-from importlib.metadata import version
 from typing import Any
 
 import pydantic
 
 from services.purge_cache import rules
-from shared import errors, paging
+from shared import errors, monitoring, paging
 from shared.api import Call, Endpoint
 from shared.db import Database
 from shared.timeutil import utcnow
 
 COLLECTION = "purge_requests"
 POOL = {"workerPoolId": rules.WORKER_POOL_ID_PATTERN}
-_STARTED = time.monotonic()
 
 
 class PurgeCacheRequest(pydantic.BaseModel):
@@ -32,10 +29,7 @@ class PurgeCacheApi:
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint("ping", "GET", "/ping", self.ping),
-            Endpoint("lbheartbeat", "GET", "/__lbheartbeat__", _empty),
-            Endpoint("heartbeat", "GET", "/__heartbeat__", _empty),
-            Endpoint("version", "GET", "/__version__", _version),
+            *monitoring.endpoints(),
             Endpoint(
                 "allPurgeRequests",
                 "GET",
@@ -65,9 +59,6 @@ class PurgeCacheApi:
                 scopes_from_params=False,  # checked with the decoded workerPoolId
             ),
         ]
-
-    async def ping(self, call: Call) -> dict[str, Any]:
-        return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
 
     async def purge_cache(self, call: Call) -> None:
         pool = rules.pool_id(call.params["workerPoolId"])
@@ -100,11 +91,3 @@ class PurgeCacheApi:
             for request in rules.open_requests(document, now)
         ]
         return paging.offset_page(everything, call.query, "requests")
-
-
-async def _empty(call: Call) -> dict[str, Any]:
-    return {}
-
-
-async def _version(call: Call) -> dict[str, Any]:
-    return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}

@@ -218,7 +218,7 @@ async def test_find_artifact_from_task_redirects_to_the_queue(
     client.createTask(task_id, task_definition(task_queue_id))
     claim = claim_one(client, task_queue_id)
     worker = worker_queue(queue, claim)
-    for name in ("public/where", "private/where"):
+    for name in ("public/where", "private/where", "public/per%41cent"):
         worker.createArtifact(
             task_id,
             "0",
@@ -251,6 +251,11 @@ async def test_find_artifact_from_task_redirects_to_the_queue(
             303,
             "https://example.com/public/where",
         )
+
+        # a '%' in a name is the name's own, decoded once
+        answer = await get(index.buildUrl("findArtifactFromTask", path, "public/per%41cent"))
+        followed = await get(answer.headers["Location"])
+        assert followed.headers["Location"] == "https://example.com/public/per%41cent"
 
         private = index.buildUrl("findArtifactFromTask", path, "private/where")
         assert (await get(private)).status == 403  # anonymous lacks queue:get-artifact:private/*
