@@ -3,7 +3,8 @@
 Each endpoint is declared once (client method name, route, scope template, input model)
 beside its handler. This module does the protocol's bookkeeping around it: URL-parameter
 and query checks, the JSON body rules, authentication and the scope check, the error body
-`{code, message, requestInfo}`, CORS and cache headers, 404 `{"error": "Not found"}`.
+`{code, message, requestInfo}` (for every refusal: unmatched routes, and requests aiohttp
+cannot parse, too), CORS and cache headers.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import pydantic
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from shared import errors, jsontext
 from shared.auth.scopes import ScopeExpr
@@ -331,7 +333,8 @@ async def protocol_middleware(
                 # The rest of the body is not worth reading (aiohttp would linger for it).
                 response.force_close()
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-            response = json_response({"error": "Not found"}, 404)
+            error = errors.ResourceNotFound(f"No such endpoint: {request.method} {request.path}")
+            response = json_response(error_body(request, error), 404)
         except web.HTTPRequestEntityTooLarge:
             error = errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
             response = json_response(error_body(request, error), 413)
@@ -347,8 +350,37 @@ async def protocol_middleware(
     return response
 
 
+def _protocol_error_response(
+    self: web_protocol.RequestHandler,
+    request: web.BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp answers requests it cannot parse (over-long URLs or headers, not HTTP at
+    all) itself, in plain text, before any middleware runs; this answers them in the
+    protocol's format instead. aiohttp offers no hook for it, hence the replacement."""
+    _aiohttp_handle_error(self, request, status, exc, message)  # logs; raises if too late
+    code = "InternalServerError" if status >= 500 else "InvalidRequestArguments"
+    now = format_ts(utcnow())
+    text = message or HTTPStatus(status).phrase
+    body = {
+        "code": code,
+        "message": f"{text}\n\n---\n\n* method:     unknown\n* errorCode:  {code}\n"
+        f"* statusCode: {status}\n* time:       {now}",
+        "requestInfo": {"method": "unknown", "params": {}, "payload": {}, "time": now},
+    }
+    response = json_response(body, status, COMMON_HEADERS)
+    response.force_close()
+    return response
+
+
+_aiohttp_handle_error = web_protocol.RequestHandler.handle_error
+
+
 def make_app(*apis: Api, body_pace: BodyPace | None = None) -> web.Application:
     """An aiohttp application serving these APIs behind the protocol middleware."""
+    web_protocol.RequestHandler.handle_error = _protocol_error_response  # type: ignore[method-assign]
     app = web.Application(middlewares=[protocol_middleware], client_max_size=MAX_BODY_BYTES + 1)
     app[BODY_PACE] = body_pace or BodyPace()
     for api in apis:
