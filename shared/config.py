@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    # Slow clients: request headers must be complete this long after a connection opens
+    # (or after its previous response); a body must keep up `http_body_min_rate` bytes/s
+    # on average once `http_body_grace` has passed. Long polls are unaffected.
+    http_header_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("HTTP_HEADER_TIMEOUT"))
+    http_body_grace_s: float = Field(30.0, gt=0, validation_alias=_env("HTTP_BODY_GRACE"))
+    http_body_min_rate_bytes_s: float = Field(
+        1024.0, gt=0, validation_alias=_env("HTTP_BODY_MIN_RATE")
+    )
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

@@ -23,7 +23,7 @@ from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
 from shared import artifact_bytes, pending_upgrade, resolution_queue
 from shared import db as dbmod
-from shared.api import Api, make_app
+from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
 from shared.auth.store import AuthStore, StaticClient
@@ -95,7 +95,11 @@ def build_app(settings: Settings) -> web.Application:
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
-    app = make_app(queue_api, auth_api)
+    app = make_app(
+        queue_api,
+        auth_api,
+        body_pace=BodyPace(settings.http_body_grace_s, settings.http_body_min_rate_bytes_s),
+    )
     # The embedded byte store serves its signed upload and download URLs from here.
     app.router.add_routes(byte_store.routes())
     app[MONGO] = client

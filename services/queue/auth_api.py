@@ -127,9 +127,8 @@ class AuthApi:
 
     def _refuse_static(self, client_id: str) -> None:
         if self.store.is_static(client_id):
-            raise errors.RequestConflict(
-                f"Client {client_id} is a static client; it cannot be changed"
-            )
+            # upstream answers 400 here, not 409: the request can never succeed
+            raise errors.InputError(f"Client {client_id} is a static client; it cannot be changed")
 
     # --- clients ---------------------------------------------------------------------------
 

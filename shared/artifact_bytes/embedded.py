@@ -21,7 +21,7 @@ from datetime import datetime
 from aiohttp import hdrs, web
 
 from shared import errors
-from shared.api import COMMON_HEADERS, error_body, json_response
+from shared.api import COMMON_HEADERS, error_body, json_response, paced_chunks
 from shared.artifact_bytes import signing
 from shared.artifact_bytes.chunks import ChunkStore, StoredObject
 from shared.artifact_bytes.ranges import ByteRange, RangeNotSatisfiable, parse_range
@@ -30,7 +30,6 @@ from shared.db import Database
 log = logging.getLogger(__name__)
 
 ROUTE = signing.PATH_PREFIX + "{key:.+}"
-_READ_SIZE = 64 * 1024  # what one read of the request body may return
 
 
 class EmbeddedStore:
@@ -92,7 +91,7 @@ class EmbeddedStore:
                 key,
                 # Streamed: aiohttp stops reading the socket while this reader's buffer
                 # is full, so an upload of any size costs a bounded amount of memory.
-                _bounded(request.content.iter_chunked(_READ_SIZE), self._max_bytes),
+                _bounded(paced_chunks(request), self._max_bytes),
                 content_type=content_type,
                 content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
                 expected_length=expected,

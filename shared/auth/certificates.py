@@ -28,6 +28,10 @@ from shared.auth.scopes import ScopeSet, is_valid_scope
 from shared.ids import slugid
 from shared.timeutil import from_epoch_ms, to_utc
 
+# Upstream's allowance for clocks that disagree: a certificate is accepted from 5 min
+# before its `start` until 5 min after its `expiry`. So a certificate whose expiry passed
+# less than 5 min ago still authenticates (as upstream; task credentials rely on it, see
+# README "Temporary credentials and clock skew").
 CLOCK_SKEW_MS = 5 * 60 * 1000
 MAX_LIFETIME_MS = 31 * 24 * 60 * 60 * 1000
 MAX_LIFETIME = timedelta(days=31)

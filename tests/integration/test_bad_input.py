@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -114,3 +116,57 @@ def test_json_bodies_must_be_utf8(queue_service: RunningService) -> None:
         assert_protocol_error(response, 400, "MalformedPayload")
     response = requests.put(url, data=b"\xff" + body.encode(), headers=HEADERS, timeout=30)
     assert_protocol_error(response, 400, "MalformedPayload")
+
+
+# --- finding 8: every refusal in the protocol's format ---------------------------------------
+
+
+def raw_request(service: RunningService, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send bytes as they are (no client library would send these) and parse the answer."""
+    parts = urllib.parse.urlsplit(service.root_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    assert b"application/json" in head, answer[:500]
+    return status, json.loads(body)
+
+
+def test_unmatched_routes_get_a_protocol_404(queue_service: RunningService) -> None:
+    for method, path in (
+        ("GET", "/api/queue/v1/no-such-thing"),
+        ("GET", "/"),
+        ("DELETE", "/api/queue/v1/ping"),
+        ("PATCH", "/api/auth/v1/clients/"),
+    ):
+        response = requests.request(method, queue_service.root_url + path, timeout=30)
+        body = assert_protocol_error(response, 404, "ResourceNotFound")
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert body["requestInfo"]["method"] == "unknown"
+
+
+def test_over_long_urls_and_headers_get_a_protocol_400(queue_service: RunningService) -> None:
+    long_path = "/api/queue/v1/task/" + "a" * 20_000
+    status, body = raw_request(
+        queue_service, f"GET {long_path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    )
+    assert (status, set(body)) == (400, {"code", "message", "requestInfo"})
+    assert body["code"] == "InvalidRequestArguments"
+    header = "X-Big: " + "b" * 100_000
+    status, body = raw_request(
+        queue_service, f"GET /api/queue/v1/ping HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode()
+    )
+    assert (status, body["code"]) == (400, "InvalidRequestArguments")
+    status, body = raw_request(queue_service, b"NOT-HTTP\r\n\r\n")
+    assert (status, body["code"]) == (400, "InvalidRequestArguments")
+    assert requests.get(f"{queue_service.root_url}/api/queue/v1/ping", timeout=30).ok
+
+
+def test_the_static_client_guard_is_a_400(queue_service: RunningService) -> None:
+    auth = taskcluster.Auth(queue_service.client_options())
+    for call in (auth.disableClient, auth.deleteClient, auth.resetAccessToken):
+        error = refused(call, queue_service.root_client_id)
+        assert (error.status_code, error.body["code"]) == (400, "InputError")
