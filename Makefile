@@ -38,8 +38,10 @@ infra: system venv ## start FerretDB, RabbitMQ and Docker; build offline images
 up: infra ## everything above, then the services; writes .flotilla/env
 	@$(LOCAL)/write-env.sh
 	@$(LOCAL)/services.sh start
+	@$(LOCAL)/ingress.sh start
 	@source .flotilla/env; \
 	 echo; echo "Flotilla is up. In a shell:  source .flotilla/env"; \
+	 echo "  root URL      $$TASKCLUSTER_ROOT_URL (every API: /api/<service>/v1/)"; \
 	 echo "  queue API     $$FLOTILLA_ROOT_URL/api/queue/v1/"; \
 	 echo "  MongoDB       $$FLOTILLA_MONGO_URL"; \
 	 echo "  RabbitMQ      $$FLOTILLA_AMQP_URL"; \
@@ -47,6 +49,7 @@ up: infra ## everything above, then the services; writes .flotilla/env
 	 echo "  logs          .flotilla/logs/"
 
 down: ## stop what `make up` started; data is kept
+	@$(LOCAL)/ingress.sh stop
 	@$(LOCAL)/services.sh stop
 	@$(LOCAL)/ferretdb.sh stop
 	@$(LOCAL)/rabbitmq.sh stop
@@ -54,6 +57,7 @@ down: ## stop what `make up` started; data is kept
 
 status: ## show which services run
 	@$(LOCAL)/services.sh status
+	@$(LOCAL)/ingress.sh status
 
 test: infra ## start what tests need, then run the whole suite
 	@$(VPY) -m pytest $(PYTEST_ARGS)

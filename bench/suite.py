@@ -37,6 +37,7 @@ from bench import (
     bench_graphs,
     bench_provisioner,
     bench_queue,
+    commandcounts,
     fanout_floor,
     w1_throughput,
     w4_precision,
@@ -44,6 +45,7 @@ from bench import (
 )
 from bench.bench_queue import QueueService, progress, session_for
 from bench.procstats import ProcessSampler, cpu_s_per_1000, pid_by_name
+from shared import commandstats
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
@@ -108,6 +110,8 @@ class Context:
     profile: Profile
     log_dir: Path
     results: dict[str, Any] = field(default_factory=dict)
+    # Where every process (services and this one) writes its command counts.
+    stats_dir: Path | None = None
 
 
 # --- measuring the processes --------------------------------------------------------------
@@ -120,9 +124,14 @@ def server_pids() -> dict[str, int]:
 
 
 @asynccontextmanager
-async def metered(service: QueueService, into: dict[str, Any]) -> AsyncIterator[None]:
+async def metered(
+    service: QueueService, into: dict[str, Any], stats_dir: Path | None = None
+) -> AsyncIterator[None]:
     """Sample the workload's processes while the block runs; `into["processes"]` gets each
-    one's CPU seconds and peak RSS (call `per_task(into, tasks)` for the per-1,000 rate)."""
+    one's CPU seconds and peak RSS, and (with `stats_dir`) `into["command_counts"]` the
+    MongoDB commands and AMQP operations each Flotilla process sent meanwhile, and
+    `into["bench_client_commands"]` this benchmark's own (call `per_task(into, tasks)`)."""
+    before = await asyncio.to_thread(commandcounts.settled, stats_dir) if stats_dir else None
     sampler = ProcessSampler({**service.pids(), **server_pids()}, include_children=["rabbitmq"])
     await asyncio.to_thread(sampler.start)
     try:
@@ -130,12 +139,30 @@ async def metered(service: QueueService, into: dict[str, Any]) -> AsyncIterator[
     finally:
         usage = await asyncio.to_thread(sampler.stop)
         into["processes"] = {label: u.as_dict() for label, u in usage.items()}
+        if stats_dir is not None and before is not None:
+            after = await asyncio.to_thread(commandcounts.settled, stats_dir)
+            pids = service.pids().values()
+            into["command_counts"] = commandcounts.difference(before, after, pids)
+            into["bench_client_commands"] = commandcounts.difference(before, after, [os.getpid()])
 
 
 def per_task(result: dict[str, Any], tasks: int) -> None:
+    """CPU per task of each process and of all of them (CPU-ms per task, the same number
+    as CPU-s per 1,000 tasks), and the commands and messages per task if counted."""
     result["tasks_for_cpu"] = tasks
-    for usage in result.get("processes", {}).values():
+    by_process: dict[str, float] = {}
+    for label, usage in result.get("processes", {}).items():
         usage["cpu_s_per_1000_tasks"] = cpu_s_per_1000(usage["cpu_s"], tasks)
+        if usage["cpu_s_per_1000_tasks"] is not None:
+            by_process[label] = usage["cpu_s_per_1000_tasks"]
+    if by_process:
+        result["cpu_ms_per_task"] = round(sum(by_process.values()), 2)
+        result["cpu_ms_per_task_by_process"] = by_process
+    if "command_counts" in result:
+        counted = commandcounts.per_task(result["command_counts"], tasks)
+        result["commands"] = counted
+        result["commands_per_task"] = counted.get("commands_per_task")
+        result["rabbitmq_messages_per_task"] = counted.get("rabbitmq_messages_per_task")
 
 
 # --- the workloads ------------------------------------------------------------------------
@@ -159,7 +186,7 @@ async def w1(ctx: Context) -> dict[str, Any]:
             service, list(p.ramp_rates), p.ramp_step_s, p.ramp_workers, p.ramp_p99_limit_ms
         )
         progress(f"W1: burst of {p.w1_tasks:,} no-op tasks")
-        async with metered(service, result):
+        async with metered(service, result, ctx.stats_dir):
             result["burst"] = await w1_throughput.burst(
                 service, p.w1_tasks, p.w1_concurrency, p.w1_drainers
             )
@@ -181,7 +208,7 @@ async def w3(ctx: Context) -> dict[str, Any]:
     p = ctx.profile
     result: dict[str, Any] = {}
     async with bench_graphs.platform("w3", ctx.log_dir) as service:
-        async with metered(service, result):
+        async with metered(service, result, ctx.stats_dir):
             result["chain"] = await bench_graphs.chain(service, p.chain)
             progress(f"W3 chain: {result['chain']['hop']}")
             result["fan_out"], result["fan_in"] = await bench_graphs.fan_out_and_in(
@@ -215,7 +242,7 @@ async def w4(ctx: Context) -> dict[str, Any]:
     claim_timeout = str(bench_graphs.CLAIM_TIMEOUT_S)  # short claims, so they lapse soon
     with environment(FLOTILLA_CLAIM_TIMEOUT=claim_timeout):
         async with bench_graphs.platform("w4", ctx.log_dir) as service:
-            async with metered(service, result):
+            async with metered(service, result, ctx.stats_dir):
                 result.update(await w4_precision.run(service, p.w4_claims, p.w4_deadlines))
             result["errors"] = dict(service.errors)
     per_task(result, p.w4_claims + p.w4_deadlines)
@@ -338,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
     profile = PROFILES[args.profile]
     ctx = Context(profile, Path(tempfile.mkdtemp(prefix="flotilla-bench-")))
+    # Every service started from here on counts its MongoDB commands and AMQP operations
+    # (shared.commandstats); so does this process, apart, for its own seeding clients.
+    ctx.stats_dir = ctx.log_dir / "command-stats"
+    os.environ["FLOTILLA_COMMAND_STATS_DIR"] = str(ctx.stats_dir)
+    commandstats.configure(str(ctx.stats_dir), "bench", every_client=True)
     ctx.results.update(
         {
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

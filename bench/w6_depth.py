@@ -4,7 +4,7 @@ pending, all in the probed task queue, or spread over 1,000 other task queues.
 Creating a million tasks through the API takes hours at this box's createTask rate, so
 the backlog is *seeded through the storage layer*: the task documents createTask would
 leave (run 0 pending, lowest priority, events considered delivered) are bulk-inserted,
-and their runs queued with `shared.pending.enqueue_many`, the code the dependency
+and their runs published to RabbitMQ with `shared.pending.PendingQueues`, the code the dependency
 resolver's fan-out uses. The probes then go through the HTTP API as usual:
 - one queue: a task of priority `highest` is created in the seeded queue and claimWork is
   sent when createTask returns (with a backlog no worker can be waiting); the correct
@@ -15,6 +15,7 @@ resolver's fan-out uses. The probes then go through the HTTP API as usual:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -34,9 +35,11 @@ from bench.bench_queue import (
     task_definition,
     with_workers,
 )
-from shared import pending, transitions
+from shared import transitions
+from shared.broker import Broker
 from shared.config import load_settings
 from shared.models import TaskDefinition
+from shared.pending import PendingQueues, pending_run
 from shared.taskstore import TASKS, to_document
 from shared.transitions import Enqueue, TaskRecord
 
@@ -58,9 +61,12 @@ def _template(task_queue_id: str, now: datetime) -> tuple[dict[str, Any], Enqueu
 
 async def seed(database: str, task_queue_ids: list[str], count: int, label: str) -> dict[str, Any]:
     """Add `count` pending tasks, shared evenly by `task_queue_ids`. Queue by queue, in
-    batches: `enqueue_many` then takes one block of slots per batch."""
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(load_settings().mongo_url)
+    batches: the task documents in one insert, their runs published concurrently."""
+    settings = load_settings()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.mongo_url)
     db = client[database]
+    broker = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
+    queues = PendingQueues(db, lambda: broker)
     now = datetime.now(UTC)
     started = time.monotonic()
     next_report = started + 10
@@ -72,21 +78,16 @@ async def seed(database: str, task_queue_ids: list[str], count: int, label: str)
             share = count // len(task_queue_ids) + (position < count % len(task_queue_ids))
             for start in range(0, share, SEED_BATCH):
                 ids = [taskcluster.slugId() for _ in range(min(SEED_BATCH, share - start))]
-                entries = [
-                    pending.PendingEntry.model_construct(
-                        taskQueueId=enqueue.task_queue_id,
-                        priority=enqueue.priority,
-                        insertedAt=now,
-                        taskId=task_id,
-                        runId=0,
-                        deadline=enqueue.deadline,
+                runs = [
+                    pending_run(
+                        enqueue.task_queue_id, task_id, 0, enqueue.priority, enqueue.deadline
                     )
                     for task_id in ids
                 ]
                 t0 = time.monotonic()
                 await db[TASKS].insert_many([{**document, "_id": i} for i in ids], ordered=False)
                 t1 = time.monotonic()
-                await pending.enqueue_many(db, entries)
+                await asyncio.gather(*(queues.publish(run) for run in runs))
                 timings["tasks_s"] += t1 - t0
                 timings["pending_s"] += time.monotonic() - t1
                 done += len(ids)
@@ -94,6 +95,7 @@ async def seed(database: str, task_queue_ids: list[str], count: int, label: str)
                     next_report = time.monotonic() + 10
                     progress(f"{label}: seeded {done:,}/{count:,}")
     finally:
+        await broker.close()
         await client.close()
     seconds = time.monotonic() - started
     return {

@@ -9,7 +9,7 @@ from typing import Any
 DEFAULT_ROOT_URL = "http://127.0.0.1:8080"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_EXCHANGE_PREFIX = "exchange/taskcluster-queue/v1/"
-DEFAULT_PROVISIONER_URL = "http://127.0.0.1:8081"
+DEFAULT_PROVISIONER_URL = DEFAULT_ROOT_URL  # the ingress serves /api/worker-manager/ too
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class CliConfig:
     access_token: str | None
     amqp_url: str
     exchange_prefix: str
-    # The provisioner serves the Worker-Manager API on its own port (locally 8081).
+    # Where the Worker-Manager API is: the root URL (the ingress) unless
+    # FLOTILLA_PROVISIONER_URL points straight at a provisioner.
     provisioner_url: str = DEFAULT_PROVISIONER_URL
     max_retries: int = 5
 
@@ -45,17 +46,13 @@ def config_from(environ: Mapping[str, str]) -> CliConfig:
                 return environ[name]
         return default
 
+    root_url = (pick("TASKCLUSTER_ROOT_URL", "FLOTILLA_ROOT_URL") or DEFAULT_ROOT_URL).rstrip("/")
     return CliConfig(
-        root_url=(pick("TASKCLUSTER_ROOT_URL", "FLOTILLA_ROOT_URL") or DEFAULT_ROOT_URL).rstrip(
-            "/"
-        ),
+        root_url=root_url,
         client_id=pick("TASKCLUSTER_CLIENT_ID"),
         access_token=pick("TASKCLUSTER_ACCESS_TOKEN"),
         amqp_url=pick("FLOTILLA_AMQP_URL", default=DEFAULT_AMQP_URL) or DEFAULT_AMQP_URL,
         exchange_prefix=pick("FLOTILLA_EXCHANGE_PREFIX", default=DEFAULT_EXCHANGE_PREFIX)
         or DEFAULT_EXCHANGE_PREFIX,
-        provisioner_url=(
-            pick("FLOTILLA_PROVISIONER_URL", default=DEFAULT_PROVISIONER_URL)
-            or DEFAULT_PROVISIONER_URL
-        ).rstrip("/"),
+        provisioner_url=(pick("FLOTILLA_PROVISIONER_URL") or root_url).rstrip("/"),
     )

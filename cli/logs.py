@@ -87,16 +87,41 @@ def _run_resolved(status: dict[str, Any], run_id: int) -> bool:
     return run_id < len(runs) and runs[run_id]["state"] in RESOLVED
 
 
+def waiting_for(status: dict[str, Any]) -> str | None:
+    """What a follower waits for before a worker starts the task, or None once one has."""
+    runs = status["runs"]
+    if runs and runs[-1]["state"] != "pending":
+        return None
+    if status["state"] == "unscheduled":
+        return f"task {status['taskId']} is unscheduled: waiting for its dependencies"
+    if status["state"] == "pending":
+        return (
+            f"task {status['taskId']} is pending on {status['taskQueueId']}: "
+            "waiting for a worker to take it"
+        )
+    return None
+
+
 async def follow_log(clients: Clients, sink: LogSink, task_id: str, poll_s: float) -> None:
-    """Wait for a run, stream its live log while it runs, then print what the backing log
-    holds beyond what was streamed."""
+    """Wait for a worker to start a run (saying so on stderr), stream its live log while it
+    runs, then print what the backing log holds beyond what was streamed."""
     status = await _status(clients, task_id)
-    while not status["runs"]:
-        if status["state"] in RESOLVED:
-            raise CliError(f"task {task_id} resolved ({status['state']}) without a run")
+    said = None
+    while (waiting := waiting_for(status)) is not None:
+        if waiting != said:
+            print(f"flotilla: {waiting}", file=sys.stderr, flush=True)
+            said = waiting
         await asyncio.sleep(poll_s)
         status = await _status(clients, task_id)
-    run_id = status["runs"][-1]["runId"]
+    if not status["runs"]:
+        raise CliError(f"task {task_id} resolved ({status['state']}) without a run")
+    run = status["runs"][-1]
+    if run["state"] in RESOLVED and not run.get("started"):
+        raise CliError(f"task {task_id} resolved ({run['state']}) before a worker started it")
+    if said is not None:
+        worker = f"{run.get('workerGroup')}/{run.get('workerId')}"
+        print(f"flotilla: worker {worker} started it", file=sys.stderr, flush=True)
+    run_id = run["runId"]
     if not _run_resolved(status, run_id):
         await _follow_live(clients, sink, task_id, run_id, poll_s)
     await _rest_from_backing_log(clients, sink, task_id, run_id, poll_s)

@@ -12,6 +12,7 @@ from cli.config import CliConfig
 from cli.definitions import fill_task
 from cli.documents import load_document, require_mapping
 from cli.errors import CliError
+from cli.groupstate import BLOCKED
 from cli.output import Output
 from cli.session import Clients
 
@@ -77,15 +78,46 @@ def short_time(value: str | None) -> str:
     return value[:19].replace("T", " ") if value else ""
 
 
+MAX_BLOCKING_DEPTH = 50  # how far up a chain of unscheduled dependencies to look
+
+
+async def blocked_by(
+    clients: Clients, task: dict[str, Any], state: str, depth: int = 0
+) -> dict[str, str] | None:
+    """For an unscheduled task that needs all its dependencies completed: the dependency
+    that failed or ended in exception (directly or further up), so it would only wait for
+    its deadline (`blocked`, as `group watch` shows it). None otherwise."""
+    if state != "unscheduled" or task.get("requires", "all-completed") != "all-completed":
+        return None
+    if depth > MAX_BLOCKING_DEPTH:
+        return None
+    for dependency in task.get("dependencies") or []:
+        dependency_state = (await clients.queue.status(dependency))["status"]["state"]
+        if dependency_state in ("failed", "exception"):
+            return {"taskId": dependency, "state": dependency_state}
+        if dependency_state == "unscheduled":
+            upstream = await clients.queue.task(dependency)
+            if await blocked_by(clients, upstream, dependency_state, depth + 1) is not None:
+                return {"taskId": dependency, "state": BLOCKED}
+    return None
+
+
 async def show_status(clients: Clients, out: Output, task_id: str) -> int:
     task, status = await clients.queue.task(task_id), await clients.queue.status(task_id)
+    blocker = await blocked_by(clients, task, status["status"]["state"])
     if out.json_mode:
-        out.json({"task": task, "status": status["status"]})
+        document = {"task": task, "status": status["status"]}
+        if blocker is not None:
+            document["blockedBy"] = blocker
+        out.json(document)
         return 0
     state = status["status"]
+    shown = state["state"]
+    if blocker is not None:
+        shown = f"{BLOCKED} (unscheduled; dependency {blocker['taskId']} is {blocker['state']})"
     out.line(f"{task_id}  {task['metadata']['name']}")
     out.line(
-        f"state {state['state']}   queue {state['taskQueueId']}   group {state['taskGroupId']}"
+        f"state {shown}   queue {state['taskQueueId']}   group {state['taskGroupId']}"
         f"   retries left {state['retriesLeft']}   deadline {short_time(state['deadline'])}"
     )
     if state["runs"]:

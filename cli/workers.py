@@ -40,15 +40,22 @@ async def list_task_queues(clients: Clients, out: Output) -> int:
                     "pendingTasks": pending["pendingTasks"],
                     "stability": worker_type.get("stability", ""),
                     "lastDateActive": worker_type.get("lastDateActive"),
+                    "description": worker_type.get("description", ""),
                 }
             )
     if out.json_mode:
         out.json({"taskQueues": rows})
         return 0
     out.table(
-        ["task queue", "pending", "stability", "last active"],
+        ["task queue", "pending", "stability", "last active", "note"],
         [
-            [r["taskQueueId"], r["pendingTasks"], r["stability"], short_time(r["lastDateActive"])]
+            [
+                r["taskQueueId"],
+                r["pendingTasks"],
+                r["stability"],
+                short_time(r["lastDateActive"]),
+                r["description"],
+            ]
             for r in rows
         ],
         title=f"{len(rows)} task queues",

@@ -3,23 +3,26 @@
 Each endpoint is declared once (client method name, route, scope template, input model)
 beside its handler. This module does the protocol's bookkeeping around it: URL-parameter
 and query checks, the JSON body rules, authentication and the scope check, the error body
-`{code, message, requestInfo}`, CORS and cache headers, 404 `{"error": "Not found"}`.
+`{code, message, requestInfo}` (for every refusal: unmatched routes, and requests aiohttp
+cannot parse, too), CORS and cache headers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Protocol
 
 import pydantic
-from aiohttp import web
+from aiohttp import web, web_protocol
 
-from shared import errors
+from shared import errors, jsontext
 from shared.auth.scopes import ScopeExpr
 from shared.models.errors import describe_validation_error, is_input_error
 from shared.timeutil import format_ts, utcnow
@@ -29,7 +32,7 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 COMMON_HEADERS = {
-    "Cache-Control": "no-store no-cache must-revalidate",
+    "Cache-Control": "no-store, no-cache, must-revalidate",
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Cache-Control",
     "Access-Control-Allow-Methods": "OPTIONS, GET, HEAD, POST, PUT, DELETE",
@@ -37,6 +40,39 @@ COMMON_HEADERS = {
 }
 
 _PLACEHOLDER = re.compile(r"<([A-Za-z][A-Za-z0-9]*)>")
+
+
+@dataclass(frozen=True)
+class BodyPace:
+    """How slowly a request body may arrive: `grace_s` for free, then on average at
+    least `min_rate` bytes a second (a 1 byte/s upload would hold a connection for days)."""
+
+    grace_s: float = 30.0
+    min_rate: float = 1024.0
+
+
+BODY_PACE = web.AppKey("body_pace", BodyPace)
+
+
+async def paced_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives, cut off with a 408 once it falls behind the
+    application's BodyPace."""
+    pace = request.app.get(BODY_PACE) or BodyPace()
+    loop = asyncio.get_running_loop()
+    start, received = loop.time(), 0
+    while True:
+        try:
+            async with asyncio.timeout_at(start + pace.grace_s + received / pace.min_rate):
+                piece = await request.content.readany()
+        except TimeoutError:
+            raise errors.RequestTimeout(
+                f"The request body arrived slower than {pace.min_rate:.0f} bytes/s "
+                f"({received} bytes received)"
+            ) from None
+        if not piece:
+            return
+        received += len(piece)
+        yield piece
 
 
 class Principal(Protocol):
@@ -105,6 +141,8 @@ class Endpoint:
     input: type[pydantic.BaseModel] | None = None
     params: Mapping[str, str] = field(default_factory=dict)  # name -> regex it must match
     query: Sequence[str] = ()
+    # Route parameters that may be left out, with their slash (upstream's `:namespace?`).
+    optional: Sequence[str] = ()
     # True when the scope template uses only URL params, so it is checked before the
     # handler runs (upstream's order: a 403 can precede a 404).
     scopes_from_params: bool | None = None
@@ -122,11 +160,13 @@ def _route_params(route: str) -> list[str]:
     return _PLACEHOLDER.findall(route)
 
 
-def _aiohttp_path(route: str) -> str:
+def _aiohttp_path(route: str, optional: Sequence[str] = ()) -> str:
     # Parameters may hold '/' (taskQueueId, artifact names): the last parameter of a route
     # absorbs the rest; a taskQueueId or workerPoolId takes exactly one '/' or '%2F'.
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name in optional:
+            return f"{{{name}:[^/]*}}"
         if name in ("taskQueueId", "workerPoolId"):
             return f"{{{name}:[^/%]+(?:/|%2[Ff])[^/%]+}}"
         if name == "name" and route.endswith("<name>"):
@@ -159,20 +199,31 @@ class Api:
         # Route names are unique per application: `queue.ping`, `auth.ping`, ...
         service = self.prefix.strip("/").split("/")[1] if self.prefix.count("/") >= 2 else "api"
         for endpoint in self.endpoints:
-            path = self.prefix + _aiohttp_path(endpoint.route)
+            path = self.prefix + _aiohttp_path(endpoint.route, endpoint.optional)
             name = f"{service}.{endpoint.name}"
             handler = self._wrap(endpoint)
             app.router.add_route(endpoint.method, path, handler, name=name)
             if path.endswith("/"):
                 # Clients call `/roles` for the route `/roles/`; upstream's router takes both.
                 app.router.add_route(endpoint.method, path.rstrip("/"), handler)
+            if endpoint.optional and endpoint.route.endswith(f"/<{endpoint.optional[-1]}>"):
+                # The optional last parameter left out with its slash (`/namespaces`).
+                bare = self.prefix + endpoint.route.rsplit("/", 1)[0]
+                app.router.add_route(endpoint.method, bare, handler)
+            if endpoint.method == "GET":
+                # HEAD answers as GET without a body (aiohttp drops it): status and headers
+                for head_path in {path, path.rstrip("/") or path}:
+                    app.router.add_route("HEAD", head_path, handler)
 
     def _wrap(self, endpoint: Endpoint) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         early = endpoint.checks_scopes_early()  # decided once, not per request
+        optional = endpoint.optional
 
         async def run(request: web.Request) -> web.StreamResponse:
             request["endpoint"] = endpoint
             params = dict(request.match_info)
+            for name in optional:
+                params.setdefault(name, "")  # left out with its slash
             request["params"] = params
             body = await _read_body(request)
             principal = await self._authenticator.authenticate(request, body)
@@ -213,10 +264,14 @@ def json_response(
 async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes") from exc
+    if not request.body_exists:
+        return b""
+    body = bytearray()
+    async for piece in paced_chunks(request):
+        body += piece
+        if len(body) > MAX_BODY_BYTES:
+            raise errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
 
 
 def _check_query(request: web.Request, endpoint: Endpoint) -> dict[str, str]:
@@ -238,8 +293,10 @@ def _parse_input(request: web.Request, endpoint: Endpoint, body: bytes) -> tuple
         payload: Any = {}
     else:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            payload = jsontext.loads(body)
+        except jsontext.JsonRefused as exc:
+            raise errors.MalformedPayload(f"Refused JSON payload: {exc}") from exc
+        except ValueError as exc:
             raise errors.MalformedPayload(f"Failed to parse JSON payload: {exc}") from exc
     if not isinstance(payload, dict | list):
         raise errors.MalformedPayload("Payload must be a JSON object or array")
@@ -287,8 +344,12 @@ async def protocol_middleware(
         except errors.ApiError as exc:
             headers = {"WWW-Authenticate": "hawk"} if exc.status == 401 else None
             response = json_response(error_body(request, exc), exc.status, headers)
+            if exc.status in (408, 413):
+                # The rest of the body is not worth reading (aiohttp would linger for it).
+                response.force_close()
         except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
-            response = json_response({"error": "Not found"}, 404)
+            error = errors.ResourceNotFound(f"No such endpoint: {request.method} {request.path}")
+            response = json_response(error_body(request, error), 404)
         except web.HTTPRequestEntityTooLarge:
             error = errors.InputTooLarge(f"Request body is larger than {MAX_BODY_BYTES} bytes")
             response = json_response(error_body(request, error), 413)
@@ -304,9 +365,39 @@ async def protocol_middleware(
     return response
 
 
-def make_app(*apis: Api) -> web.Application:
+def _protocol_error_response(
+    self: web_protocol.RequestHandler,
+    request: web.BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp answers requests it cannot parse (over-long URLs or headers, not HTTP at
+    all) itself, in plain text, before any middleware runs; this answers them in the
+    protocol's format instead. aiohttp offers no hook for it, hence the replacement."""
+    _aiohttp_handle_error(self, request, status, exc, message)  # logs; raises if too late
+    code = "InternalServerError" if status >= 500 else "InvalidRequestArguments"
+    now = format_ts(utcnow())
+    text = message or HTTPStatus(status).phrase
+    body = {
+        "code": code,
+        "message": f"{text}\n\n---\n\n* method:     unknown\n* errorCode:  {code}\n"
+        f"* statusCode: {status}\n* time:       {now}",
+        "requestInfo": {"method": "unknown", "params": {}, "payload": {}, "time": now},
+    }
+    response = json_response(body, status, COMMON_HEADERS)
+    response.force_close()
+    return response
+
+
+_aiohttp_handle_error = web_protocol.RequestHandler.handle_error
+
+
+def make_app(*apis: Api, body_pace: BodyPace | None = None) -> web.Application:
     """An aiohttp application serving these APIs behind the protocol middleware."""
+    web_protocol.RequestHandler.handle_error = _protocol_error_response  # type: ignore[method-assign]
     app = web.Application(middlewares=[protocol_middleware], client_max_size=MAX_BODY_BYTES + 1)
+    app[BODY_PACE] = body_pace or BodyPace()
     for api in apis:
         api.register(app)
     return app

@@ -199,6 +199,15 @@ def from_request(
     )
 
 
+def check_length(request: Any, max_bytes: int | None) -> None:
+    """A declared contentLength above the per-artifact maximum is refused up front."""
+    length = getattr(request, "contentLength", None)
+    if length is not None and max_bytes is not None and length > max_bytes:
+        raise errors.InputError(
+            f"contentLength {length} is more than the {max_bytes} bytes an artifact may hold"
+        )
+
+
 def check_create(request_expires: datetime, run: Run | None, now: datetime) -> Run:
     """createArtifact's first checks, in upstream's order (the scope check comes next,
     then `check_run_open`)."""

@@ -22,6 +22,7 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
+from shared import commandstats
 from shared.routing import EXCHANGES, exchange_name
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class Broker:
     async def connect(
         cls, amqp_url: str, *, prefix: str, events: Iterable[str] = EXCHANGES
     ) -> Broker:
+        commandstats.recorder()  # counts this process's AMQP operations when benchmarking
         try:
             connection = await aio_pika.connect_robust(amqp_url)
             channel = await connection.channel(publisher_confirms=True)
@@ -80,6 +82,24 @@ class Broker:
     @property
     def channel(self) -> AbstractChannel:
         return self._channel
+
+    async def open_channel(self) -> AbstractChannel:
+        """A further channel on the same connection (taking and acking messages apart
+        from the confirming channel that publishes)."""
+        try:
+            return await self._connection.channel()
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerError(f"cannot open a channel: {exc}") from exc
+
+    async def publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
+        """Publish straight to a declared queue (the default exchange) and wait for the
+        broker's confirm."""
+        try:
+            confirmation = await self._channel.default_exchange.publish(message, routing_key=queue)
+        except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+            raise BrokerError(f"publish to queue {queue} failed: {exc}") from exc
+        if not isinstance(confirmation, Basic.Ack):
+            raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")
 
     async def publish(
         self,

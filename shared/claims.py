@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, DeleteOne, InsertOne, UpdateOne
 
+from shared import group_commit
 from shared.db import Database
 
 COLLECTION = "claimed_runs"
@@ -26,15 +26,13 @@ async def started(db: Database, claim: Mapping[str, Any]) -> None:
         "started": claim["started"],
         "takenUntil": claim.get("takenUntil"),
     }
-    try:
-        await db[COLLECTION].insert_one(document)
-    except DuplicateKeyError:
-        pass  # effects run at least once
+    # Effects run at least once: a repeat finds its document there.
+    await group_commit.of(db[COLLECTION]).write(InsertOne(document), ignore_duplicate=True)
 
 
 async def extended(db: Database, task_id: str, run_id: int, taken_until: datetime) -> None:
-    await db[COLLECTION].update_one(
-        {"_id": claim_key(task_id, run_id)}, {"$max": {"takenUntil": taken_until}}
+    await group_commit.of(db[COLLECTION]).write(
+        UpdateOne({"_id": claim_key(task_id, run_id)}, {"$max": {"takenUntil": taken_until}})
     )
 
 
@@ -45,7 +43,7 @@ async def due(db: Database, *, limit: int) -> list[dict[str, Any]]:
 
 
 async def ended(db: Database, task_id: str, run_id: int) -> None:
-    await db[COLLECTION].delete_one({"_id": claim_key(task_id, run_id)})
+    await group_commit.of(db[COLLECTION]).write(DeleteOne({"_id": claim_key(task_id, run_id)}))
 
 
 async def count(db: Database, task_queue_id: str) -> int:

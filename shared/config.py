@@ -24,7 +24,7 @@ class Settings(BaseSettings):
 
     root_url: str = "http://127.0.0.1:8080"
     queue_host: str = "127.0.0.1"
-    queue_port: int = Field(8080, ge=1, le=65535)
+    queue_port: int = Field(8180, ge=1, le=65535)  # internal: the ingress is the root URL
 
     root_client_id: str = "static/flotilla/root"
     # Empty means "no root client": every request is then anonymous or a stored client.
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
         60.0, gt=0, validation_alias=_env("WORKER_ACTIVITY_RESOLUTION")
     )
     artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    # The largest artifact the embedded store accepts (bytes): a declared contentLength
+    # above it is refused at createArtifact, an upload growing past it is cut off.
+    artifact_max_bytes: int = Field(5 * 1024**3, ge=1, validation_alias=_env("ARTIFACT_MAX_BYTES"))
     # Public base URL of the gridfs store's signed artifact URLs (a queue replica or the
     # load balancer in front of them); None means root_url.
     artifact_url_base: str | None = None
@@ -60,10 +63,30 @@ class Settings(BaseSettings):
     resolver_queue_expires_s: float | None = Field(
         None, gt=0, validation_alias=_env("RESOLVER_QUEUE_EXPIRES")
     )
+    # Each task queue's pending runs wait in a durable RabbitMQ queue. Throw-away
+    # deployments (tests, benchmarks) set this so RabbitMQ drops an unused one after it.
+    pending_queue_expires_s: float | None = Field(
+        None, gt=0, validation_alias=_env("PENDING_QUEUE_EXPIRES")
+    )
+    # The safety net behind task-pending wake-ups: this often, a queue replica asks
+    # RabbitMQ whether a task queue with waiting claimWork calls has runs ready. 0: off
+    # (tests that must prove the push path itself).
+    claim_sweep_interval_s: float = Field(2.0, ge=0, validation_alias=_env("CLAIM_SWEEP_INTERVAL"))
+    # The index service (services.index): its API, and how long RabbitMQ keeps its durable
+    # queue of task-completed events once no index service consumes it (None: for ever;
+    # throw-away deployments set it, like FLOTILLA_RESOLVER_QUEUE_EXPIRES).
+    index_host: str = "127.0.0.1"
+    index_port: int = Field(8182, ge=1, le=65535)
+    index_queue_expires_s: float | None = Field(
+        None, gt=0, validation_alias=_env("INDEX_QUEUE_EXPIRES")
+    )
+    # The purge-cache service (services.purge_cache).
+    purge_cache_host: str = "127.0.0.1"
+    purge_cache_port: int = Field(8183, ge=1, le=65535)
     # The provisioner (services.provisioner): its Worker-Manager API, its loop, and where
     # its `docker` provider keeps each worker process's directory and log.
     provisioner_host: str = "127.0.0.1"
-    provisioner_port: int = Field(8081, ge=1, le=65535)
+    provisioner_port: int = Field(8181, ge=1, le=65535)
     provisioner_interval_s: float = Field(10.0, gt=0, validation_alias=_env("PROVISIONER_INTERVAL"))
     provisioner_lease_s: float = Field(15.0, gt=0, validation_alias=_env("PROVISIONER_LEASE"))
     provisioner_work_root: str = "/tmp/flotilla-provisioner"
@@ -87,9 +110,20 @@ class Settings(BaseSettings):
     object_host: str = "127.0.0.1"
     object_port: int = Field(8184, ge=1, le=65535)
     object_url: str | None = None
+    # Slow clients: request headers must be complete this long after a connection opens
+    # (or after its previous response); a body must keep up `http_body_min_rate` bytes/s
+    # on average once `http_body_grace` has passed. Long polls are unaffected.
+    http_header_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("HTTP_HEADER_TIMEOUT"))
+    http_body_grace_s: float = Field(30.0, gt=0, validation_alias=_env("HTTP_BODY_GRACE"))
+    http_body_min_rate_bytes_s: float = Field(
+        1024.0, gt=0, validation_alias=_env("HTTP_BODY_MIN_RATE")
+    )
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""
+    # Benchmark hook (shared.commandstats): each process writes its counts of MongoDB
+    # commands and AMQP operations into this directory. Unset: nothing is counted.
+    command_stats_dir: str | None = None
 
 
 def load_settings(**overrides: object) -> Settings:

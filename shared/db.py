@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
+from shared import commandstats
+
 Document = dict[str, object]
 DUPLICATE_KEY = 11000  # the server's error code for a unique-index violation
 Database = AsyncDatabase[Document]
@@ -24,13 +26,13 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deadlineDue", ASCENDING)], name="by_deadline_due", sparse=True),
         IndexModel([("expires", ASCENDING)], name="by_expires"),
         IndexModel([("outboxDue", ASCENDING)], name="by_outbox_due", sparse=True),
+        # listPendingTasks (an operator's tool; claimers take runs from RabbitMQ).
+        IndexModel(
+            [("taskQueueId", ASCENDING), ("pendingSince", ASCENDING)],
+            name="by_queue_pending",
+            sparse=True,
+        ),
     ),
-    # The pending queue is driven by _id lookups only (see shared.pending); these serve
-    # the operator's listing and the lapsed-lease sweep.
-    "pending_entries": (
-        IndexModel([("taskQueueId", ASCENDING), ("insertedAt", ASCENDING)], name="by_queue"),
-    ),
-    "pending_leases": (IndexModel([("leasedUntil", ASCENDING)], name="by_lease_end"),),
     "claimed_runs": (IndexModel([("taskQueueId", ASCENDING)], name="by_queue"),),
     "task_groups": (IndexModel([("expires", ASCENDING)], name="by_expires"),),
     "artifacts": (
@@ -57,7 +59,11 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
 
 
 def connect(mongo_url: str, **options: object) -> AsyncMongoClient[Document]:
-    """A client that hands dates back as aware UTC datetimes (we never deal in naive ones)."""
+    """A client that hands dates back as aware UTC datetimes (we never deal in naive ones).
+    When FLOTILLA_COMMAND_STATS_DIR is set, it also counts its commands (shared.commandstats)."""
+    listeners = commandstats.listeners()
+    if listeners:
+        options = {**options, "event_listeners": listeners}
     return AsyncMongoClient(mongo_url, tz_aware=True, **options)  # type: ignore[arg-type]
 
 

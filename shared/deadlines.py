@@ -10,9 +10,10 @@ from __future__ import annotations
 import zlib
 from datetime import datetime, timedelta
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from shared import group_commit
 from shared.db import Database
 from shared.timeutil import to_epoch_ms
 
@@ -40,7 +41,9 @@ async def add(db: Database, task_id: str, deadline: datetime) -> None:
     can never exist without its deadline being found; a bucket naming a task that was
     never stored is simply skipped."""
     bucket = bucket_id(second_of(deadline), _shard(task_id))
-    await db[COLLECTION].update_one({"_id": bucket}, {"$addToSet": {"t": task_id}}, upsert=True)
+    await group_commit.of(db[COLLECTION]).write(
+        UpdateOne({"_id": bucket}, {"$addToSet": {"t": task_id}}, upsert=True)
+    )
 
 
 async def take_seconds(db: Database, now: datetime, *, most: int = 60) -> range | None:

@@ -51,5 +51,11 @@ class ResourceExpired(ApiError):
     code, status = "ResourceExpired", 410
 
 
+class RequestTimeout(ApiError):
+    """The request body arrived too slowly (a client trickling bytes holds a connection)."""
+
+    code, status = "RequestTimeout", 408
+
+
 class InputTooLarge(ApiError):
     code, status = "InputTooLarge", 413

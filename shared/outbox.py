@@ -1,4 +1,4 @@
-"""Carrying out a task's effects: publish its events, keep the pending queue in step.
+"""Carrying out a task's effects: publish its events and pending runs, keep counts in step.
 
 Effects are stored in the task document's `outbox` by the same update that changes its
 state (see shared.taskstore), performed in the order they were decided, then cleared.
@@ -17,10 +17,13 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from shared import claims, pending, taskgroups
+from pymongo import UpdateOne
+
+from shared import claims, group_commit, taskgroups
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
+from shared.pending import PendingQueues, PendingRun, pending_run
 from shared.timeutil import utcnow
 from shared.transitions import (
     ClaimEnded,
@@ -60,7 +63,12 @@ def effect_document(effect: Effect) -> dict[str, Any]:
             "deadline": effect.deadline,
         }
     if isinstance(effect, Dequeue):
-        return {"kind": "dequeue", "taskId": effect.task_id, "runId": effect.run_id}
+        return {
+            "kind": "dequeue",
+            "taskId": effect.task_id,
+            "runId": effect.run_id,
+            "taskQueueId": effect.task_queue_id,
+        }
     if isinstance(effect, ClaimStarted):
         return {
             "kind": "claim-started",
@@ -88,13 +96,24 @@ def effect_document(effect: Effect) -> dict[str, Any]:
         "taskId": effect.task_id,
         "runId": effect.run_id,
         "priority": effect.priority,
+        "taskQueueId": effect.task_queue_id,
+        "deadline": effect.deadline,
     }
 
 
 class Outbox:
-    def __init__(self, db: Database, broker: Broker, *, tasks_collection: str = "tasks") -> None:
+    def __init__(
+        self,
+        db: Database,
+        broker: Broker,
+        *,
+        tasks_collection: str = "tasks",
+        pending_expires_s: float | None = None,
+    ) -> None:
         self.db = db
         self.broker = broker
+        # The broker may be set later (the queue connects after start-up): look it up.
+        self.pending = PendingQueues(db, lambda: self.broker, expires_s=pending_expires_s)
         self._tasks = db[tasks_collection]
         self._locks: dict[str, asyncio.Lock] = {}
         self._done: dict[str, set[str]] = {}
@@ -111,32 +130,20 @@ class Outbox:
             await self._apply(document)
 
     async def perform_batch(self, effects: list[Effect], *, concurrency: int = 64) -> None:
-        """Carry out the effects of many tasks at once (a bulk scheduling): every run is
-        queued first (in bulk), then the events are published concurrently. Takes only
-        queueing and publishing effects: their order across tasks does not matter."""
+        """Carry out the effects of many tasks at once (a bulk scheduling): runs are queued
+        and events published concurrently. Takes only queueing and publishing effects:
+        their order across tasks does not matter."""
         unexpected = [e for e in effects if not isinstance(e, (Enqueue, Message))]
         if unexpected:
             raise ValueError(f"perform_batch takes Enqueue and Message effects: {unexpected[0]!r}")
-        entries = [
-            pending.PendingEntry(
-                taskQueueId=e.task_queue_id,
-                priority=e.priority,
-                insertedAt=e.inserted_at,
-                taskId=e.task_id,
-                runId=e.run_id,
-                deadline=e.deadline,
-            )
-            for e in effects
-            if isinstance(e, Enqueue)
-        ]
-        if entries:
-            await pending.enqueue_many(self.db, entries)
         limit = asyncio.Semaphore(concurrency)
 
         async def one(effect: Effect) -> None:
             async with limit:
                 await self._apply(effect_document(effect))
 
+        # Runs first, so a worker woken by task-pending finds its message.
+        await asyncio.gather(*(one(e) for e in effects if isinstance(e, Enqueue)))
         await asyncio.gather(*(one(e) for e in effects if isinstance(e, Message)))
 
     async def _apply(self, document: Mapping[str, Any]) -> None:
@@ -149,19 +156,18 @@ class Outbox:
                 document.get("cc", ()),
             )
         elif kind == "enqueue":
-            await pending.enqueue(
-                self.db,
-                pending.PendingEntry(
-                    taskQueueId=document["taskQueueId"],
-                    priority=document["priority"],
-                    insertedAt=document["insertedAt"],
-                    taskId=document["taskId"],
-                    runId=document["runId"],
-                    deadline=document["deadline"],
-                ),
+            await self.pending.publish(
+                pending_run(
+                    document["taskQueueId"],
+                    document["taskId"],
+                    document["runId"],
+                    document["priority"],
+                    document["deadline"],
+                )
             )
         elif kind == "dequeue":
-            await pending.remove(self.db, document["taskId"], document["runId"])
+            if task_queue_id := await self._task_queue_of(document):
+                await self.pending.made_stale(task_queue_id)
         elif kind == "claim-started":
             await claims.started(self.db, document)
         elif kind == "claim-extended":
@@ -173,11 +179,34 @@ class Outbox:
         elif kind == "group-member-resolved":
             await taskgroups.member_resolved(self.db, document["taskGroupId"])
         elif kind == "reprioritize":
-            await pending.set_priority(
-                self.db, document["taskId"], document["runId"], document["priority"]
-            )
+            if run := await self._requeued(document):
+                await self.pending.publish(run)
+                await self.pending.made_stale(run.taskQueueId)
         else:  # pragma: no cover - only this module writes effects
             log.error("unknown outbox effect %r", kind)
+
+    async def _task_queue_of(self, document: Mapping[str, Any]) -> str | None:
+        """Effects stored before the pending queue moved onto RabbitMQ lack the task queue:
+        look it up (only outboxes left over from an upgrade)."""
+        if "taskQueueId" in document:
+            return str(document["taskQueueId"])
+        task = await self._tasks.find_one({"_id": document["taskId"]}, {"taskQueueId": 1})
+        return str(task["taskQueueId"]) if task is not None else None
+
+    async def _requeued(self, document: Mapping[str, Any]) -> PendingRun | None:
+        if "deadline" in document:
+            deadline = document["deadline"]
+        else:  # left over from before the upgrade
+            task = await self._tasks.find_one({"_id": document["taskId"]}, {"deadline": 1})
+            if task is None:
+                return None
+            deadline = task["deadline"]
+        task_queue_id = await self._task_queue_of(document)
+        if task_queue_id is None:
+            return None
+        return pending_run(
+            task_queue_id, document["taskId"], document["runId"], document["priority"], deadline
+        )
 
     async def deliver(self, task_id: str, version: int, outbox: Mapping[str, Any]) -> bool:
         """Perform a task's outbox entries in key order and clear them. Returns False (and
@@ -213,15 +242,15 @@ class Outbox:
             self._recent[(task_id, key)] = None
             if len(self._recent) > RECENT_DELIVERIES:
                 self._recent.popitem(last=False)
-        unset = {f"outbox.{key}": "" for key in keys}
-        # Only the writer of the newest version may drop the due mark: a newer write may
-        # have added entries of its own, which then stay due until their writer (or the
-        # relay) delivers them.
-        result = await self._tasks.update_one(
-            {"_id": task_id, "version": version}, {"$unset": {**unset, "outboxDue": ""}}
+        # Only the writer of the newest version clears: a newer write read these entries
+        # as leftovers, delivers them (skipping what this process already did) and clears
+        # them with its own. Unconditional otherwise, so concurrent clears leave together.
+        await group_commit.of(self._tasks).write(
+            UpdateOne(
+                {"_id": task_id, "version": version},
+                {"$unset": {**{f"outbox.{key}": "" for key in keys}, "outboxDue": ""}},
+            )
         )
-        if result.matched_count == 0 and unset:
-            await self._tasks.update_one({"_id": task_id}, {"$unset": unset})
         return True
 
     async def relay_once(self, *, grace_s: float) -> int:

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shared import errors
+from shared import errors, jsontext
 
 MAX_LIMIT = 1000
 
@@ -33,7 +33,7 @@ def decode(query: Mapping[str, str]) -> Any:
     if not token:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return jsontext.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, TypeError) as exc:
         raise errors.InputError(f"Invalid continuationToken: {token!r}") from exc
 

@@ -1,368 +1,222 @@
-"""The pending queue: one entry per pending run, claimed by priority, then first in, first out.
+"""The pending queue: runs waiting for a worker, one durable RabbitMQ queue per task queue.
 
-Every operation is a handful of lookups and writes by `_id`, so claiming costs the same
-with ten or a million tasks pending (FerretDB answers only `_id` conditions from an
-index; a sorted query over the entries would read them all). Per task queue there is
-one `pending_heads` document holding, for each priority, a head and a tail counter:
+MongoDB stays the truth of every run's state; RabbitMQ holds only "which run to try next".
+A run made pending (createTask, a retry, a rerun, a dependency resolving) is published,
+persistent and confirmed, through the task's outbox: a crash between the MongoDB write
+and the publish delays the message, never drops it.
 
-- enqueue stores the run's entry (keyed by run, so a repeat is a no-op), takes the next
-  slot number of its priority with an atomic `$inc` of the tail, and points that slot at
-  the entry;
-- a claimer takes slot `head` of the highest non-empty priority by inserting a lease
-  document for it (the insert is the mutex: exactly one claimer gets each slot), moves
-  the head on with `$max`, and follows the slot to the entry.
+Each task queue's RabbitMQ queue is a classic queue with seven priority levels
+(`x-max-priority`), so one `basic.get` returns the highest-priority message, first in,
+first out within a level. A claimer takes a message, claims the run with the one
+conditional MongoDB update that already guarantees exactly one winner, and acks only
+after that update is stored. A claimer that dies in between leaves the message unacked;
+RabbitMQ hands it out again, and the next claimer finds the run pending (claims it) or
+already running (acks and moves on). No lease is built by hand.
 
-Anything a slot leads to that is gone or stale (the run was claimed through claimTask,
-cancelled, reprioritised, or is past its deadline) is skipped. A slot whose enqueuer
-died before filling it is closed with a tombstone, so a late enqueuer sees it lost the
-slot and takes another. A claimer that dies mid-claim leaves its lease behind; once the
-lease lapses `sweep_leases` puts the entry back at the tail. Every function is safe to
-repeat.
+A message can go stale: claimTask, cancel, a deadline or a priority change leave it
+behind. Claimers skip it (the claim's own check finds the run no longer pending; a past
+deadline is visible in the message itself). Counts must not include stale messages, so
+those rare paths add one to a per-queue correction in MongoDB, and a claimer that skips
+one takes it off again: `count` = ready messages - corrections. The hot path (create,
+claimWork, report) never touches the correction.
 """
 
 from __future__ import annotations
 
-import asyncio
+import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict
-from pymongo import ASCENDING, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from shared.db import DUPLICATE_KEY, Database
+from shared.broker import Broker, BrokerError
+from shared.db import Database
+from shared.routing import pending_queue
 from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
-COLLECTION = "pending_entries"  # one per (run, priority)
-HEADS = "pending_heads"  # per task queue: h<p>/t<p> counters and the entry count
-SLOTS = "pending_slots"  # slot -> entry, or a tombstone
-LEASES = "pending_leases"  # slots being claimed right now
-PRIORITIES = range(7, 0, -1)  # 7 = highest
-MAX_SLOT_ATTEMPTS = 10
+PRIORITY_LEVELS = 7  # upstream's lowest (1) .. highest (7)
+CORRECTIONS = "pending_corrections"  # per task queue: stale messages still in RabbitMQ
 
 
-class PendingEntry(BaseModel):
-    model_config = ConfigDict(frozen=True)
+class PendingRun(BaseModel):
+    """A message's body: what a claimer needs to try the run, and to skip it cheaply."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     taskQueueId: str
-    priority: int  # 7 (highest) .. 1 (lowest)
-    insertedAt: datetime
     taskId: str
     runId: int
+    priority: int  # 1..7
     deadline: datetime
 
 
-@dataclass(frozen=True)
-class Lease:
-    """A claimed slot and the entry it led to."""
+@dataclass
+class Delivery:
+    """A message taken from a pending queue and not yet acknowledged."""
 
-    entry: PendingEntry
-    slot: str
+    run: PendingRun
+    message: AbstractIncomingMessage
 
+    @property
+    def redelivered(self) -> bool:
+        return bool(self.message.redelivered)
 
-def entry_key(task_id: str, run_id: int, priority: int) -> str:
-    return f"{task_id}/{run_id}/{priority}"
-
-
-def slot_key(task_queue_id: str, priority: int, number: int) -> str:
-    return f"{task_queue_id}|{priority}|{number:012d}"
-
-
-def _entry(document: dict[str, Any]) -> PendingEntry:
-    return PendingEntry.model_validate(
-        {k: document[k] for k in PendingEntry.model_fields if k in document}
-    )
-
-
-# --- adding ------------------------------------------------------------------------------
-
-
-async def enqueue(db: Database, entry: PendingEntry) -> bool:
-    """Add the run at the tail of its priority unless it is already queued there.
-    Returns True when this call added it."""
-    key = entry_key(entry.taskId, entry.runId, entry.priority)
-    try:
-        await db[COLLECTION].insert_one({"_id": key, **entry.model_dump()})
-    except DuplicateKeyError:
-        existing = await db[COLLECTION].find_one({"_id": key})
-        if existing is None or existing.get("slot") is not None:
-            return False  # queued (or already claimed and removed) by an earlier call
-        # An earlier call stored the entry but died before linking it to a slot.
-        await _link(db, entry, key)
-        return False
-    await _link(db, entry, key, new_entry=True)
-    return True
-
-
-async def enqueue_many(db: Database, entries: list[PendingEntry]) -> int:
-    """`enqueue` for many runs at once (a fan-out): per task queue and priority, one `$inc`
-    takes a block of slots and two bulk inserts fill them and store the entries. Returns
-    how many it added.
-
-    Slots are filled before the entries are stored: a crash in between leaves slots that
-    still hand out their run (each carries a copy of its entry), and a repeat, finding no
-    entries, queues the runs again. A duplicate slot is harmless: the claim checks the
-    task, and the loser of the two is skipped."""
-    by_key = {entry_key(e.taskId, e.runId, e.priority): e for e in entries}
-    found = db[COLLECTION].find({"_id": {"$in": list(by_key)}}, {"slot": 1})
-    existing = {document["_id"]: document async for document in found}
-    for key in [k for k, document in existing.items() if document.get("slot") is None]:
-        await enqueue(db, by_key[key])  # stored by a call that died before linking it
-    bands: dict[tuple[str, int], list[tuple[str, PendingEntry]]] = {}
-    for key, entry in by_key.items():
-        if key not in existing:
-            bands.setdefault((entry.taskQueueId, entry.priority), []).append((key, entry))
-    added = 0
-    for (task_queue_id, priority), band in bands.items():
-        added += await _enqueue_band(db, task_queue_id, priority, band)
-    return added
-
-
-async def _enqueue_band(
-    db: Database, task_queue_id: str, priority: int, band: list[tuple[str, PendingEntry]]
-) -> int:
-    tail = f"t{priority}"
-    heads = await db[HEADS].find_one_and_update(
-        {"_id": task_queue_id},
-        {"$inc": {tail: len(band)}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-    )
-    assert heads is not None
-    first = heads[tail] - len(band)
-    slots = [slot_key(task_queue_id, priority, first + index) for index in range(len(band))]
-    lost = await _insert_ignoring_duplicates(
-        db[SLOTS],
-        [
-            {"_id": slot, "entry": key, **entry.model_dump()}
-            for slot, (key, entry) in zip(slots, band, strict=True)
-        ],
-    )  # a lost slot was closed by a claimer that found it empty: link that entry anew
-    stored = [
-        {"_id": key, **entry.model_dump(), **({} if index in lost else {"slot": slots[index]})}
-        for index, (key, entry) in enumerate(band)
-    ]
-    duplicates = await _insert_ignoring_duplicates(db[COLLECTION], stored)
-    added = len(band) - len(duplicates)
-    if added:
-        await db[HEADS].update_one({"_id": task_queue_id}, {"$inc": {"n": added}})
-    for index in sorted(lost - duplicates):
-        key, entry = band[index]
-        await _link(db, entry, key)
-    return added
-
-
-async def _insert_ignoring_duplicates(collection: Any, documents: list[dict[str, Any]]) -> set[int]:
-    """Insert all; return the indexes of those whose `_id` was already taken."""
-    try:
-        await collection.insert_many(documents, ordered=False)
-    except BulkWriteError as exc:
-        errors = exc.details["writeErrors"]
-        if any(error.get("code") != DUPLICATE_KEY for error in errors):
-            raise
-        return {int(error["index"]) for error in errors}
-    return set()
-
-
-async def _link(db: Database, entry: PendingEntry, key: str, *, new_entry: bool = False) -> str:
-    """Take the next slot of the entry's priority and point it at the entry (the slot
-    carries a copy of it, so a claimer needs no further read)."""
-    tail = f"t{entry.priority}"
-    for _attempt in range(MAX_SLOT_ATTEMPTS):
-        heads = await db[HEADS].find_one_and_update(
-            {"_id": entry.taskQueueId},
-            {"$inc": {tail: 1, "n": 1 if new_entry else 0}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
-        assert heads is not None
-        new_entry = False  # counted once, whichever attempt gets the slot
-        slot = slot_key(entry.taskQueueId, entry.priority, heads[tail] - 1)
+    async def ack(self) -> None:
+        """Done with it (claimed, or stale). If the channel died meanwhile RabbitMQ hands
+        the message out again, and the next claimer skips it: harmless."""
         try:
-            await db[SLOTS].insert_one({"_id": slot, "entry": key, **entry.model_dump()})
-        except DuplicateKeyError:
-            continue  # a claimer gave up on this slot (tombstone): take the next one
-        await db[COLLECTION].update_one({"_id": key}, {"$set": {"slot": slot}})
-        return slot
-    raise RuntimeError(f"could not link {key} to a slot after {MAX_SLOT_ATTEMPTS} attempts")
+            await self.message.ack()
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.MessageProcessError, OSError):
+            log.warning("ack of a pending message failed; it will be skipped when redelivered")
 
-
-# --- claiming ----------------------------------------------------------------------------
-
-
-async def lease_next(
-    db: Database, task_queue_id: str, *, now: datetime, lease_s: float
-) -> Lease | None:
-    """Lease the best claimable entry of the queue, or None when there is none.
-
-    Of any number of concurrent callers, exactly one gets each slot. The caller claims the
-    run and then calls `finish` (or `release` to give the entry back)."""
-    heads = await db[HEADS].find_one({"_id": task_queue_id})
-    if heads is None:
-        return None
-    for priority in PRIORITIES:
-        number, tail = heads.get(f"h{priority}", 0), heads.get(f"t{priority}", 0)
-        while number < tail:
-            slot = slot_key(task_queue_id, priority, number)
-            number += 1
-            lease = await _take(db, task_queue_id, priority, slot, number, now, lease_s)
-            if lease is not None:
-                return lease
-    return None
-
-
-async def _take(
-    db: Database,
-    task_queue_id: str,
-    priority: int,
-    slot: str,
-    next_number: int,
-    now: datetime,
-    lease_s: float,
-) -> Lease | None:
-    try:
-        await db[LEASES].insert_one({"_id": slot, "leasedUntil": now + timedelta(seconds=lease_s)})
-    except DuplicateKeyError:
-        return None  # another claimer has this slot
-    _moved, link = await asyncio.gather(
-        db[HEADS].update_one({"_id": task_queue_id}, {"$max": {f"h{priority}": next_number}}),
-        db[SLOTS].find_one({"_id": slot}),
-    )
-    if link is None:
-        try:  # the enqueuer has not filled the slot yet: close it, it will take another
-            await db[SLOTS].insert_one({"_id": slot, "tombstone": now})
-        except DuplicateKeyError:
-            link = await db[SLOTS].find_one({"_id": slot})
-    if link is None or "entry" not in link:
-        await finish_slot(db, slot, keep_tombstone=True)
-        return None
-    if link["deadline"] <= now:  # never hand out a run whose deadline has passed
-        await remove(db, link["taskId"], link["runId"])
-        await finish_slot(db, slot)
-        return None
-    # A run claimed or cancelled meanwhile is caught by the claim itself, which checks
-    # the task's state: the caller then `finish`es the lease and moves on.
-    return Lease(_entry(link), slot)
-
-
-async def still_queued(db: Database, lease: Lease) -> bool:
-    """Whether the leased entry is still in the queue at this priority (callers that have
-    no state of their own to check against use this; the queue checks the task)."""
-    key = entry_key(lease.entry.taskId, lease.entry.runId, lease.entry.priority)
-    return await db[COLLECTION].find_one({"_id": key}, {"_id": 1}) is not None
-
-
-async def finish_slot(db: Database, slot: str, *, keep_tombstone: bool = False) -> None:
-    """The slot is used up: drop its link and its lease."""
-    if not keep_tombstone:
-        await db[SLOTS].delete_one({"_id": slot})
-    await db[LEASES].delete_one({"_id": slot})
-
-
-async def finish(db: Database, lease: Lease) -> None:
-    """The leased run was claimed (or found stale): the entry and its slot are done."""
-    await remove(db, lease.entry.taskId, lease.entry.runId)
-    await finish_slot(db, lease.slot)
-
-
-async def release(db: Database, lease: Lease) -> None:
-    """Give a leased entry back (the claim attempt failed for a passing reason). The head
-    has moved past its slot, so it rejoins at the tail of its priority."""
-    key = entry_key(lease.entry.taskId, lease.entry.runId, lease.entry.priority)
-    if await db[COLLECTION].find_one({"_id": key}) is not None:
-        await _link(db, lease.entry, key)
-    await finish_slot(db, lease.slot)
-
-
-async def run_lease_sweeper(db: Database, *, interval_s: float) -> None:
-    """Forever: entries of claimers that died mid-claim go back once their lease lapses."""
-    while True:
-        await asyncio.sleep(interval_s)
+    async def give_back(self) -> None:
+        """The claim attempt failed for a passing reason: back where it was in the queue."""
         try:
-            if count := await sweep_leases(db, now=utcnow()):
-                log.warning("re-queued %d pending entries of claims that never finished", count)
-        except Exception:
-            log.exception("pending lease sweep failed; retrying")
+            await self.message.nack(requeue=True)
+        except (aiormq.exceptions.AMQPError, aio_pika.exceptions.MessageProcessError, OSError):
+            log.warning("could not give a pending message back; RabbitMQ will redeliver it")
 
 
-async def sweep_leases(db: Database, *, now: datetime) -> int:
-    """Put back the entries of claimers that died mid-claim (their lease lapsed)."""
-    count = 0
-    async for lease in db[LEASES].find({"leasedUntil": {"$lte": now}}):
-        link = await db[SLOTS].find_one({"_id": lease["_id"]})
-        document = (
-            await db[COLLECTION].find_one({"_id": link["entry"]})
-            if link is not None and "entry" in link
-            else None
-        )
-        if document is not None and document.get("slot") == lease["_id"]:
-            await release(db, Lease(_entry(document), lease["_id"]))
-            count += 1
-        else:
-            await finish_slot(
-                db, lease["_id"], keep_tombstone=link is not None and "entry" not in link
+def encode(run: PendingRun) -> aio_pika.Message:
+    return aio_pika.Message(
+        run.model_dump_json().encode(),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=run.priority,
+        content_type="application/json",
+        message_id=f"{run.taskId}/{run.runId}",
+    )
+
+
+def decode(body: bytes) -> PendingRun | None:
+    try:
+        return PendingRun.model_validate(json.loads(body))
+    except (ValueError, TypeError):
+        return None
+
+
+class PendingQueues:
+    """The pending queues of one deployment (named after its database)."""
+
+    def __init__(
+        self, db: Database, broker: Callable[[], Broker], *, expires_s: float | None = None
+    ) -> None:
+        self.db = db
+        self._broker = broker  # a getter: the queue's broker connects after start-up
+        self._expires_s = expires_s
+        self._declared: set[str] = set()
+        self._channel: AbstractChannel | None = None
+        self._queues: dict[str, AbstractQueue] = {}
+
+    def name(self, task_queue_id: str) -> str:
+        return pending_queue(self.db.name, task_queue_id)
+
+    def _arguments(self) -> dict[str, Any]:
+        # Every declarer must pass the same arguments, or RabbitMQ refuses the declare.
+        arguments: dict[str, Any] = {"x-max-priority": PRIORITY_LEVELS}
+        if self._expires_s:
+            arguments["x-expires"] = int(self._expires_s * 1000)
+        return arguments
+
+    async def _declare(self, channel: AbstractChannel, name: str) -> AbstractQueue:
+        try:
+            return await channel.declare_queue(name, durable=True, arguments=self._arguments())
+        except (OSError, aiormq.exceptions.AMQPError) as exc:
+            raise BrokerError(f"cannot declare pending queue {name}: {exc}") from exc
+
+    # --- adding -----------------------------------------------------------------------------
+
+    async def publish(self, run: PendingRun) -> None:
+        """Queue the run (persistent, confirmed). The queue is declared on first use."""
+        broker = self._broker()
+        name = self.name(run.taskQueueId)
+        if name not in self._declared:
+            await self._declare(broker.channel, name)
+            self._declared.add(name)
+        await broker.publish_to_queue(name, encode(run))
+
+    # --- taking -----------------------------------------------------------------------------
+
+    async def _claim_channel(self) -> AbstractChannel:
+        if self._channel is None or self._channel.is_closed:
+            self._channel = await self._broker().open_channel()
+            self._queues.clear()
+        return self._channel
+
+    async def take(self, task_queue_id: str) -> Delivery | None:
+        """The best message of the queue, unacknowledged, or None if it is empty.
+        Undecodable messages (never written by Flotilla) are dropped with a log line."""
+        while True:
+            try:
+                channel = await self._claim_channel()
+                queue = self._queues.get(task_queue_id)
+                if queue is None:
+                    queue = await self._declare(channel, self.name(task_queue_id))
+                    self._queues[task_queue_id] = queue
+                message = await queue.get(no_ack=False, fail=False)
+            except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException) as exc:
+                self._channel = None
+                raise BrokerError(f"cannot take from the pending queue: {exc}") from exc
+            if message is None:
+                return None
+            run = decode(message.body)
+            if run is not None:
+                return Delivery(run, message)
+            log.error(
+                "dropping an unreadable pending message", extra={"taskQueueId": task_queue_id}
             )
-    return count
+            await message.ack()
+
+    # --- counting ---------------------------------------------------------------------------
+
+    async def ready(self, task_queue_id: str) -> int:
+        """Messages waiting (stale ones included; those being claimed excluded)."""
+        queue = await self._declare(self._broker().channel, self.name(task_queue_id))
+        result = queue.declaration_result
+        return int(result.message_count or 0) if result is not None else 0
+
+    async def count(self, task_queue_id: str) -> int:
+        """Claimable runs: waiting messages less the stale ones still among them. Exact as
+        soon as the call that changed it has answered (createTask publishes before it
+        answers, claimWork acks before, claimTask/cancel/deadline correct before)."""
+        ready = await self.ready(task_queue_id)
+        if not ready:
+            return 0
+        correction = await self.db[CORRECTIONS].find_one({"_id": task_queue_id})
+        stale = int(correction.get("stale", 0)) if correction is not None else 0
+        return max(0, ready - max(0, stale))
+
+    async def made_stale(self, task_queue_id: str, count: int = 1) -> None:
+        """A run left the pending state without its message being taken (claimTask, cancel,
+        deadline) or was queued again at another priority: its old message is stale."""
+        await self.db[CORRECTIONS].update_one(
+            {"_id": task_queue_id}, {"$inc": {"stale": count}}, upsert=True
+        )
+
+    async def skipped(self, task_queue_id: str) -> None:
+        """A claimer dropped a stale message."""
+        await self.made_stale(task_queue_id, -1)
 
 
-# --- removing and changing ---------------------------------------------------------------
-
-
-async def _remove_entry(db: Database, document: dict[str, Any]) -> None:
-    result = await db[COLLECTION].delete_one({"_id": document["_id"]})
-    if result.deleted_count:
-        await db[HEADS].update_one({"_id": document["taskQueueId"]}, {"$inc": {"n": -1}})
-
-
-async def remove(db: Database, task_id: str, run_id: int) -> None:
-    """The run is no longer pending (claimed, cancelled): drop its entries. Their slots
-    now lead nowhere and are skipped by claimers."""
-    keys = [entry_key(task_id, run_id, priority) for priority in PRIORITIES]
-    async for document in db[COLLECTION].find({"_id": {"$in": keys}}):
-        await _remove_entry(db, document)
-
-
-async def set_priority(db: Database, task_id: str, run_id: int, priority: int) -> None:
-    """Move a pending run to another priority (it joins the back of that band)."""
-    keys = [entry_key(task_id, run_id, p) for p in PRIORITIES if p != priority]
-    async for document in db[COLLECTION].find({"_id": {"$in": keys}}):
-        moved = _entry(document).model_copy(update={"priority": priority})
-        await enqueue(db, moved)
-        await _remove_entry(db, document)
-
-
-# --- reading -----------------------------------------------------------------------------
-
-
-async def count(db: Database, task_queue_id: str, *, now: datetime) -> int:
-    """Runs pending in the queue (entries past their deadline count until a claimer or the
-    deadline resolver drops them)."""
-    heads = await db[HEADS].find_one({"_id": task_queue_id})
-    return max(0, int(heads.get("n", 0))) if heads is not None else 0
-
-
-async def any_claimable(db: Database, task_queue_id: str, *, now: datetime) -> bool:
-    """Whether lease_next might find something (a cheap probe for the claim sweeper)."""
-    heads = await db[HEADS].find_one({"_id": task_queue_id})
-    return heads is not None and any(
-        heads.get(f"h{p}", 0) < heads.get(f"t{p}", 0) for p in PRIORITIES
+def pending_run(
+    task_queue_id: str, task_id: str, run_id: int, priority: int, deadline: datetime
+) -> PendingRun:
+    return PendingRun(
+        taskQueueId=task_queue_id,
+        taskId=task_id,
+        runId=run_id,
+        priority=priority,
+        deadline=deadline,
     )
 
 
-async def entries(
-    db: Database, task_queue_id: str, *, now: datetime, skip: int, limit: int
-) -> list[PendingEntry]:
-    """Entries of a queue by insertion time, for listing (reads every entry of the
-    collection on FerretDB: an operator's tool, not a hot path)."""
-    cursor = (
-        db[COLLECTION]
-        .find({"taskQueueId": task_queue_id, "deadline": {"$gt": now}})
-        .sort([("insertedAt", ASCENDING), ("taskId", ASCENDING)])
-        .skip(skip)
-        .limit(limit)
-    )
-    return [_entry(document) async for document in cursor]
+def is_past_deadline(run: PendingRun, now: datetime | None = None) -> bool:
+    """Never hand out a run whose deadline has passed (the deadline resolver resolves it)."""
+    return run.deadline <= (now or utcnow())

@@ -9,11 +9,24 @@ is idempotent, so whoever comes first creates it and the others find it."""
 
 from __future__ import annotations
 
-from aio_pika.abc import AbstractQueue
+from collections.abc import Mapping
+from typing import Any
 
-from shared.broker import Binding, Broker
+import aio_pika
+import aiormq
+from aio_pika.abc import AbstractQueue
+from pamqp.commands import Basic
+
+from shared.broker import Binding, Broker, BrokerError
 from shared.config import Settings
 from shared.routing import RESOLUTION_EVENTS, dependency_resolver_queue
+
+ATTEMPTS_HEADER = "x-flotilla-attempts"  # how often the resolver has failed a message
+
+
+def dead_letter_queue(database: str) -> str:
+    """Where resolutions that kept failing are kept for an operator to look at."""
+    return dependency_resolver_queue(database) + "/dead-letter"
 
 
 async def declare(
@@ -26,3 +39,30 @@ async def declare(
         prefetch=prefetch,
         expires_s=settings.resolver_queue_expires_s,
     )
+
+
+async def declare_dead_letters(broker: Broker, settings: Settings) -> AbstractQueue:
+    return await broker.bind_queue(
+        dead_letter_queue(settings.mongo_db),
+        [],
+        durable=True,
+        expires_s=settings.resolver_queue_expires_s,
+    )
+
+
+async def send(
+    broker: Broker, queue: str, body: bytes, headers: Mapping[str, Any] | None = None
+) -> None:
+    """Put a message straight into one queue (the default exchange), with a confirm."""
+    message = aio_pika.Message(
+        body,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        content_type="application/json",
+        headers=dict(headers or {}),
+    )
+    try:
+        confirmation = await broker.channel.default_exchange.publish(message, routing_key=queue)
+    except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+        raise BrokerError(f"sending to {queue} failed: {exc}") from exc
+    if not isinstance(confirmation, Basic.Ack):
+        raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")

@@ -113,4 +113,21 @@ def dependency_resolver_queue(database: str) -> str:
     return f"flotilla/{database}/dependency-resolver"
 
 
+def pending_queue(database: str, task_queue_id: str) -> str:
+    """The durable queue of a task queue's pending runs (one per deployment and task
+    queue; a task queue id is at most 77 characters, well within RabbitMQ's 255)."""
+    return f"flotilla/{database}/pending/{task_queue_id}"
+
+
 RESOLUTION_EVENTS = ("task-completed", "task-failed", "task-exception")
+
+
+def index_queue(database: str) -> str:
+    """The index service's durable queue of task-completed events, one per deployment."""
+    return f"flotilla/{database}/index"
+
+
+# The index service binds task-completed (only: failed and exception runs are never
+# indexed, as upstream) with the CC keys of `index.<namespace>` routes.
+INDEX_ROUTE_PREFIX = "index."
+INDEX_BINDING = "route.index.#"

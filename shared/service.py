@@ -41,7 +41,8 @@ async def run(settings: Settings, build: Callable[[Runtime], Awaitable[Sequence[
     database = client[settings.mongo_db]
     await dbmod.ensure_indexes(database)
     broker = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
-    store = TaskStore(database, Outbox(database, broker))
+    outbox = Outbox(database, broker, pending_expires_s=settings.pending_queue_expires_s)
+    store = TaskStore(database, outbox)
     runtime = Runtime(settings, database, broker, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

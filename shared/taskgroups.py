@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from shared import errors
+from shared import errors, group_commit
 from shared.db import Database
 from shared.events import task_group_info
 from shared.timeutil import utcnow
@@ -29,32 +29,43 @@ async def require(db: Database, task_group_id: str) -> dict[str, Any]:
     return group
 
 
-async def ensure_for_task(
+async def join(
     db: Database, task_group_id: str, scheduler_id: str, task_expires: datetime
 ) -> dict[str, Any]:
-    """Create the group or join it: 409 on another schedulerId or a sealed group."""
+    """Create the group or join it, and count the new task as unresolved: one command.
+    409 on another schedulerId or a sealed group (nothing counted then).
+
+    The task is counted before it is stored, so a crash in between leaves the count one
+    high (the group's resolution goes unannounced) and never one low (announced while a
+    task is still open). A createTask that then stores nothing calls `leave`."""
     expires = task_expires + EXPIRY_MARGIN
-    group = await get(db, task_group_id)
-    if group is None:
-        try:
-            document = {"_id": task_group_id, "schedulerId": scheduler_id, "expires": expires}
-            await db[COLLECTION].insert_one(document)
-            return document
-        except DuplicateKeyError:  # another task of the group won the race
-            group = await require(db, task_group_id)
-    if group["schedulerId"] != scheduler_id:
-        raise errors.RequestConflict(
-            f"Task group `{task_group_id}` belongs to schedulerId `{group['schedulerId']}`; "
-            f"a task with schedulerId `{scheduler_id}` cannot join it"
+    try:
+        group = await db[COLLECTION].find_one_and_update(
+            # No equality on `sealed`: an upsert would copy it into the new group.
+            {"_id": task_group_id, "schedulerId": scheduler_id, "sealed": {"$exists": False}},
+            {"$inc": {"unresolved": 1}, "$max": {"expires": expires}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
-    if group.get("sealed") is not None:
-        raise errors.RequestConflict(
-            f"Task group `{task_group_id}` is sealed; no more tasks can be added"
-        )
-    if group["expires"] < expires:
-        await db[COLLECTION].update_one({"_id": task_group_id}, {"$max": {"expires": expires}})
-        group = {**group, "expires": expires}
+    except DuplicateKeyError:  # the group exists but the filter did not match it
+        group = await require(db, task_group_id)
+        if group["schedulerId"] != scheduler_id:
+            raise errors.RequestConflict(
+                f"Task group `{task_group_id}` belongs to schedulerId `{group['schedulerId']}`; "
+                f"a task with schedulerId `{scheduler_id}` cannot join it"
+            ) from None
+        if group.get("sealed") is not None:
+            raise errors.RequestConflict(
+                f"Task group `{task_group_id}` is sealed; no more tasks can be added"
+            ) from None
+        return await join(db, task_group_id, scheduler_id, task_expires)  # a race: retry
+    assert group is not None
     return group
+
+
+async def leave(db: Database, task_group_id: str) -> None:
+    """Take back a `join` whose task was not stored (a repeated or refused createTask)."""
+    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
 
 
 async def seal(db: Database, task_group_id: str) -> dict[str, Any]:
@@ -76,12 +87,10 @@ def info(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def member_added(db: Database, task_group_id: str) -> None:
-    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": 1}})
-
-
 async def member_resolved(db: Database, task_group_id: str) -> None:
-    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
+    await group_commit.of(db[COLLECTION]).write(
+        UpdateOne({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
+    )
 
 
 def all_resolved(group: dict[str, Any]) -> bool:

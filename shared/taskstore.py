@@ -22,7 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from shared import errors
 from shared.db import Database
 from shared.events import Message
-from shared.models import Run, TaskDefinition, priority_to_int
+from shared.models import Run, RunState, TaskDefinition, priority_to_int
 from shared.outbox import Outbox, effect_document
 from shared.timeutil import utcnow
 from shared.transitions import Effect, Outcome, TaskRecord
@@ -81,6 +81,10 @@ def _state_fields(record: TaskRecord) -> dict[str, Any]:
         "takenUntil": record.taken_until,
         "deadlineDue": record.definition.deadline if record.is_open else None,
         "resolvedAt": last.resolved if last is not None and not record.is_open else None,
+        # For listPendingTasks, which reads MongoDB (claimers take runs from RabbitMQ).
+        "pendingSince": last.scheduled
+        if last is not None and last.state == RunState.PENDING
+        else None,
     }
 
 

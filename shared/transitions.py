@@ -52,15 +52,23 @@ class Enqueue:
 
 @dataclass(frozen=True)
 class Dequeue:
+    """The run stopped being pending while its message stays in the pending queue
+    (claimTask, cancel, deadline): the message is stale, so the queue's count drops it."""
+
     task_id: str
     run_id: int
+    task_queue_id: str
 
 
 @dataclass(frozen=True)
 class Reprioritize:
+    """Queue the pending run again at its new priority; the old message goes stale."""
+
     task_id: str
     run_id: int
     priority: int
+    task_queue_id: str
+    deadline: datetime
 
 
 @dataclass(frozen=True)
@@ -306,7 +314,7 @@ def _resolve_open_as_exception(
         changed = True
     elif last.state in _OPEN:
         if last.state == RunState.PENDING:
-            effects.append(Dequeue(record.task_id, last.runId))
+            effects.append(Dequeue(record.task_id, last.runId, record.definition.taskQueueId))
         else:
             effects.append(ClaimEnded(record.task_id, last.runId))
         run = last.model_copy(
@@ -338,9 +346,11 @@ def claim(
     worker_id: str,
     now: datetime,
     claim_timeout_s: float,
+    from_queue: bool = False,
 ) -> Outcome:
     """The last run, pending, becomes running for this worker. A repeat by the same worker
-    succeeds again (claimTask); anyone else gets 409."""
+    succeeds again (claimTask); anyone else gets 409. `from_queue`: claimWork took the
+    run's message from the pending queue; otherwise (claimTask) that message goes stale."""
     check_deadline(record, now)
     run = record.run(run_id)
     if run is None:
@@ -367,10 +377,13 @@ def claim(
         }
     )
     claimed = _with_runs(record, [*record.runs[:-1], running])
+    stale: tuple[Effect, ...] = (
+        () if from_queue else (Dequeue(record.task_id, run_id, record.definition.taskQueueId),)
+    )
     return Outcome(
         claimed,
         (
-            Dequeue(record.task_id, run_id),
+            *stale,
             ClaimStarted(
                 record.definition.taskQueueId,
                 record.task_id,
@@ -506,7 +519,15 @@ def change_priority(
     effects: list[Effect] = []
     last = changed.last_run
     if last is not None and last.state == RunState.PENDING:
-        effects.append(Reprioritize(record.task_id, last.runId, priority_to_int(new_priority)))
+        effects.append(
+            Reprioritize(
+                record.task_id,
+                last.runId,
+                priority_to_int(new_priority),
+                record.definition.taskQueueId,
+                record.definition.deadline,
+            )
+        )
     if announce:
         effects.append(
             events.task_priority_changed(changed.status, changed.definition, old, new_priority)

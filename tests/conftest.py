@@ -29,6 +29,9 @@ from shared.config import Settings, load_settings
 
 T = TypeVar("T")
 
+# Test deployments are thrown away: RabbitMQ drops their pending queues once unused.
+PENDING_QUEUE_EXPIRES = "600"
+
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
@@ -162,6 +165,8 @@ def launch_queue(
         "FLOTILLA_CLAIM_TIMEOUT": os.environ.get("FLOTILLA_CLAIM_TIMEOUT", "1200"),
         # the queue declares the resolver's queue too: with the same arguments
         "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
+        # every service declares the pending queues it uses: with the same arguments
+        "FLOTILLA_PENDING_QUEUE_EXPIRES": PENDING_QUEUE_EXPIRES,
         **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:
@@ -231,6 +236,7 @@ def launch_service(
         "FLOTILLA_MONGO_DB": database,
         # one database (and resolver queue) per test platform: let RabbitMQ drop it after
         "FLOTILLA_RESOLVER_QUEUE_EXPIRES": "60",
+        "FLOTILLA_PENDING_QUEUE_EXPIRES": PENDING_QUEUE_EXPIRES,
         **(extra_env or {}),
     }
     with log_path.open("wb") as log_file:

@@ -14,7 +14,7 @@
 #      (FLOTILLA_IMAGE_TAG overrides the tag).
 source "$(dirname "$0")/../local/common.sh"
 
-SERVICES=(queue dependency-resolver claim-expiry provisioner docker-worker object)
+SERVICES=(queue dependency-resolver claim-expiry provisioner docker-worker index purge-cache object)
 BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim}"
 OFFLINE_BASE="flotilla/python-base:bookworm"
 TAG="${FLOTILLA_IMAGE_TAG:-latest}"

@@ -32,7 +32,7 @@ TIMEOUT_S = 4.0
 
 
 def check_http() -> str | None:
-    port = int(os.environ.get("FLOTILLA_QUEUE_PORT", "8080"))
+    port = int(os.environ.get("FLOTILLA_QUEUE_PORT", "8180"))
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
     try:
         conn.request("GET", "/api/queue/v1/ping")

@@ -4,8 +4,8 @@
 source "$(dirname "$0")/common.sh"
 
 # debootstrap and docker-compose: the offline base image and the compose-file check
-# (deploy/images, tests/integration/test_images.py).
+# (deploy/images, tests/integration/test_images.py). nginx: the ingress (deploy/ingress).
 install_packages Flotilla rabbitmq-server docker.io busybox-static iproute2 ca-certificates \
-  patch curl debootstrap docker-compose
+  patch curl debootstrap docker-compose nginx
 command -v go >/dev/null || die "Go is needed to build FerretDB and is not on PATH"
 say "system packages present"

@@ -3,7 +3,7 @@
 # settings in $FLOTILLA_HOME/env. Only services whose code exists are started.
 source "$(dirname "$0")/common.sh"
 
-SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker object)
+SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker index purge_cache object)
 PYTHON="$REPO_ROOT/.venv/bin/python"
 
 present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }

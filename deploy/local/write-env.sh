@@ -19,12 +19,15 @@ fi
 root_token=$(sed -n 's/^root_access_token=//p' "$SECRETS")
 secret_key=$(sed -n 's/^secret_key=//p' "$SECRETS")
 
-port="${FLOTILLA_QUEUE_PORT:-8080}"
-root_url="${FLOTILLA_ROOT_URL:-http://127.0.0.1:$port}"
+port="${FLOTILLA_QUEUE_PORT:-8180}"
+# The root URL is the ingress (deploy/local/ingress.sh), one URL for every API; the
+# services' own ports stay internal.
+root_url="${FLOTILLA_ROOT_URL:-http://127.0.0.1:8080}"
 
 declare -A vars=(
   [FLOTILLA_ROOT_URL]="$root_url"
   [FLOTILLA_QUEUE_PORT]="$port"
+  [FLOTILLA_PROVISIONER_PORT]="${FLOTILLA_PROVISIONER_PORT:-8181}"
   [FLOTILLA_MONGO_URL]="${FLOTILLA_MONGO_URL:-mongodb://127.0.0.1:27017/}"
   [FLOTILLA_AMQP_URL]="${FLOTILLA_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
   [FLOTILLA_ROOT_ACCESS_TOKEN]="${FLOTILLA_ROOT_ACCESS_TOKEN:-$root_token}"
@@ -43,6 +46,8 @@ tmp=$(mktemp "$FLOTILLA_HOME/env.XXXXXX")
   printf 'export TASKCLUSTER_ROOT_URL=%q\n' "${vars[FLOTILLA_ROOT_URL]}"
   printf 'export TASKCLUSTER_CLIENT_ID=%q\n' "static/flotilla/root"
   printf 'export TASKCLUSTER_ACCESS_TOKEN=%q\n' "${vars[FLOTILLA_ROOT_ACCESS_TOKEN]}"
+  # `flotilla` (the project's console script) lives in the virtualenv: first on PATH.
+  printf 'export PATH=%q:"$PATH"\n' "$REPO_ROOT/.venv/bin"
   for name in $(printf '%s\n' "${!vars[@]}" | sort); do
     printf 'export %s=%q\n' "$name" "${vars[$name]}"
   done

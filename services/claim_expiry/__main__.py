@@ -7,14 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from services.claim_expiry.reapers import ClaimReaper, DeadlineReaper, Expirer
-from shared import artifact_bytes, logs, pending, resolution_queue, service
+from shared import artifact_bytes, logs, resolution_queue, service
 from shared.config import load_settings
 
 # claim-expiry is also where half-done work is finished: effects a crashed writer left
-# in a task's outbox, and pending entries whose claimer died mid-claim.
+# in a task's outbox.
 RELAY_INTERVAL_S = 5.0
 RELAY_GRACE_S = 5.0
-LEASE_SWEEP_INTERVAL_S = 5.0
 
 
 async def _loops(runtime: service.Runtime) -> Sequence[service.Loop]:
@@ -29,7 +28,6 @@ async def _loops(runtime: service.Runtime) -> Sequence[service.Loop]:
         lambda: outbox.run_relay(
             first_s=RELAY_INTERVAL_S, interval_s=RELAY_INTERVAL_S, grace_s=RELAY_GRACE_S
         ),
-        lambda: pending.run_lease_sweeper(runtime.db, interval_s=LEASE_SWEEP_INTERVAL_S),
     ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Coroutine
 from datetime import datetime, timedelta
@@ -25,7 +26,6 @@ from shared import (
     deadlines,
     dependencies,
     errors,
-    pending,
     taskgroups,
     transitions,
 )
@@ -33,7 +33,7 @@ from shared.artifact_bytes.base import ByteStore
 from shared.broker import Binding
 from shared.service import Runtime
 from shared.taskstore import SIDE_DEPENDENCIES, TASKS, from_document
-from shared.timeutil import utcnow
+from shared.timeutil import parse_ts, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ def expiry_batch(
     return batch, now if full else None
 
 
+def wakes_for(task_running_body: bytes, sleeping_until: datetime | None) -> bool:
+    """Whether a task-running event must wake the claim reaper: its claim lapses before
+    the reaper's next look (or the body cannot be read, or the reaper is not asleep). Pure."""
+    if sleeping_until is None:
+        return True
+    try:
+        taken_until = parse_ts(json.loads(task_running_body)["takenUntil"])
+    except (ValueError, KeyError, TypeError):
+        return True
+    return taken_until < sleeping_until
+
+
 async def in_parallel(work: list[Coroutine[Any, Any, None]], what: str) -> None:
     """Run independent, idempotent steps PARALLELISM at a time: one at a time, a burst of
     lapsed claims was worked off at the speed of one task's round trips, not of the
@@ -79,9 +91,13 @@ class ClaimReaper:
         self.store = runtime.store
         self.broker = runtime.broker
         self.wake = asyncio.Event()
+        self.sleeping_until: datetime | None = None  # the loop's next look, while it sleeps
 
-    async def on_task_running(self, _message: AbstractIncomingMessage) -> None:
-        self.wake.set()  # a new claim may expire before the one we are sleeping towards
+    async def on_task_running(self, message: AbstractIncomingMessage) -> None:
+        """A new claim wakes the loop only if it expires before the loop's next look (with
+        one claim timeout for all, it never does): no re-read for every claim."""
+        if wakes_for(message.body, self.sleeping_until):
+            self.wake.set()
 
     async def run(self) -> None:
         wakeups = await self.broker.bind_queue(
@@ -98,8 +114,10 @@ class ClaimReaper:
             delay = MAX_SLEEP_S
             if next_due is not None:
                 delay = min(delay, max(0.0, (next_due - utcnow()).total_seconds()))
+            self.sleeping_until = utcnow() + timedelta(seconds=delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), delay)
+            self.sleeping_until = None
 
     async def reap(self, now: datetime) -> datetime | None:
         """Expire the claims due by `now` (a batch, concurrently); return when the next
@@ -234,8 +252,9 @@ class Expirer:
             cursor = self.db[TASKS].find({"expires": {"$lt": now}}).limit(EXPIRY_BATCH)
             batch = await self.store.complete([from_document(d) async for d in cursor])
             for record in batch:
+                # A message of a run still pending (never claimed before its deadline) is
+                # skipped by claimers, who find no task for it.
                 for run in record.runs:
-                    await pending.remove(self.db, record.task_id, run.runId)
                     await claims.ended(self.db, record.task_id, run.runId)
                 await dependencies.forget(self.db, record.task_id)
                 await dependencies.forget_waits(self.db, record.task_id, record.definition)

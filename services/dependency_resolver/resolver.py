@@ -5,6 +5,13 @@ every replica (competing consumers) and acknowledges a message only once its wor
 stored, so a crash means redelivery, and every step below is safe to repeat:
 satisfying an edge is a conditional update of the dependent, scheduling is a transition
 that does nothing once run 0 exists.
+
+A batch is handled together; when it fails, each of its messages is handled on its own,
+so one poison message cannot hold back the rest. A message that fails is sent back to the
+queue with its attempt count, and after MAX_ATTEMPTS it goes to the dead-letter queue
+(logged and counted). Failures that say the database or broker is away (a retry can
+help) are not held against a message: its batch is requeued and the loop's failure
+budget counts the pass, so a long outage ends the process (exit 70) instead.
 """
 
 from __future__ import annotations
@@ -13,11 +20,17 @@ import asyncio
 import json
 import logging
 from datetime import timedelta
+from typing import Any
 
+import aiormq
+import pymongo.errors
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.dependency_resolver import release
 from shared import dependencies, errors, events, resolution_queue, taskgroups, transitions
+from shared.broker import BrokerError
+from shared.loops import FailureBudget
+from shared.routing import dependency_resolver_queue as dependency_queue_name
 from shared.service import Runtime
 from shared.taskstore import TASKS
 from shared.timeutil import utcnow
@@ -29,6 +42,20 @@ BATCH = 256
 SCHEDULE_CONCURRENCY = 16
 SWEEP_INTERVAL_S = 60.0
 RETRY_DELAY_S = 1.0
+MAX_ATTEMPTS = 3  # failures of one message before it is dead-lettered
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the failure says MongoDB or RabbitMQ is away (a retry can help), rather
+    than something wrong with the message."""
+    return isinstance(
+        exc,
+        pymongo.errors.ConnectionFailure
+        | BrokerError
+        | OSError
+        | TimeoutError
+        | aiormq.exceptions.AMQPConnectionError,
+    )
 
 
 class Resolver:
@@ -37,6 +64,11 @@ class Resolver:
         self.db = runtime.db
         self.store = runtime.store
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.ready = asyncio.Event()  # consuming
+        self.budget = FailureBudget("dependency resolver")
+        self.sweep_budget = FailureBudget("dependency sweep")
+        self.acked = 0
+        self.dead_lettered = 0
 
     async def resolve_batch(self, task_ids: list[str]) -> int:
         """Handle a batch of resolutions together (a fan-in's completions arrive in bursts,
@@ -98,53 +130,110 @@ class Resolver:
     async def consume(self) -> None:
         queue = await resolution_queue.declare(self.rt.broker, self.rt.settings, prefetch=PREFETCH)
         await queue.consume(self.on_message)
+        self.ready.set()
         while True:
             batch = [await self._inbox.get()]
             while len(batch) < BATCH and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
-            await self.handle(batch)
+            async with self.budget.attempt() as summary:
+                summary.update(await self.handle(batch))
 
-    async def handle(self, batch: list[AbstractIncomingMessage]) -> None:
-        """Take a batch → handle it → ack only once its work is stored."""
-        task_ids, usable = [], []
+    async def handle(self, batch: list[AbstractIncomingMessage]) -> dict[str, Any]:
+        """Take a batch → handle it → ack only what succeeded; returns the pass summary."""
+        usable: list[tuple[AbstractIncomingMessage, str]] = []
         for message in batch:
             try:
-                task_ids.append(json.loads(message.body)["status"]["taskId"])
-                usable.append(message)
+                usable.append((message, json.loads(message.body)["status"]["taskId"]))
             except (ValueError, KeyError, TypeError):
                 log.error("dropping a message that names no task: %r", message.body[:200])
                 await message.reject(requeue=False)
+        summary = {"messages": len(batch), "scheduled": 0, "failed": 0}
         try:
-            count = await self.resolve_batch(sorted(set(task_ids)))
-        except Exception:
-            log.exception("resolving %d tasks failed; they will be redelivered", len(task_ids))
+            summary["scheduled"] = await self.resolve_batch(sorted({t for _, t in usable}))
+        except Exception as exc:
+            if is_transient(exc):
+                await self._requeue_all([m for m, _ in usable])
+                raise
+            log.warning("a batch of %d failed; handling each on its own", len(usable))
+            for position, (message, task_id) in enumerate(usable):
+                try:
+                    summary["scheduled"] += await self.resolve_batch([task_id])
+                except Exception as one:
+                    if is_transient(one):
+                        await self._requeue_all([m for m, _ in usable[position:]])
+                        raise
+                    summary["failed"] += 1
+                    await self._failed(message, task_id, one)
+                    continue
+                await self._ack(message)
+        else:
+            for message, _ in usable:
+                await self._ack(message)
+        return {**summary, "acked": self.acked, "deadLettered": self.dead_lettered}
+
+    async def _ack(self, message: AbstractIncomingMessage) -> None:
+        await message.ack()
+        self.acked += 1
+
+    async def _requeue_all(self, messages: list[AbstractIncomingMessage]) -> None:
+        await asyncio.sleep(RETRY_DELAY_S)  # the database or broker is away: not too fast
+        for message in messages:
+            await message.nack(requeue=True)
+
+    async def _failed(self, message: AbstractIncomingMessage, task_id: str, exc: Exception) -> None:
+        """Send a message that failed back with its attempt count, or dead-letter it;
+        the copy is stored (confirmed) before the original is acknowledged."""
+        attempts = int((message.headers or {}).get(resolution_queue.ATTEMPTS_HEADER, 0)) + 1
+        headers = {resolution_queue.ATTEMPTS_HEADER: attempts}
+        settings = self.rt.settings
+        if attempts >= MAX_ATTEMPTS:
+            await resolution_queue.declare_dead_letters(self.rt.broker, settings)
+            target = resolution_queue.dead_letter_queue(settings.mongo_db)
+            await resolution_queue.send(self.rt.broker, target, message.body, headers)
+            self.dead_lettered += 1
+            log.error(
+                "dead-lettered a resolution that kept failing",
+                exc_info=exc,
+                extra={
+                    "taskId": task_id,
+                    "attempts": attempts,
+                    "queue": target,
+                    "deadLettered": self.dead_lettered,
+                },
+            )
+        else:
             await asyncio.sleep(RETRY_DELAY_S)
-            for message in usable:
-                await message.nack(requeue=True)
-            return
-        for message in usable:
-            await message.ack()
-        if count:
-            log.info("scheduled %d dependents of %d resolved tasks", count, len(task_ids))
+            target = dependency_queue_name(settings.mongo_db)
+            await resolution_queue.send(self.rt.broker, target, message.body, headers)
+            log.warning(
+                "resolution failed; sent back for another attempt",
+                exc_info=exc,
+                extra={"taskId": task_id, "attempts": attempts},
+            )
+        await message.ack()
 
     async def sweep(self) -> None:
         """The safety net: a dependent whose dependencies are all satisfied but that a
         crash left unscheduled gets scheduled (reads every task on FerretDB, so rarely)."""
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
-            try:
-                cutoff = utcnow() - timedelta(seconds=SWEEP_INTERVAL_S / 2)
-                cursor = self.db[TASKS].find(
-                    {"depsLeft": {"$lte": 0}, "runs.0": {"$exists": False}},
-                    {"_id": 1, "deadline": 1},
-                )
-                stuck = [d["_id"] async for d in cursor if d["deadline"] > cutoff]
-                shards = await dependencies.unpassed_shards(self.db)
-                if shards:  # emptied, but a crash kept that from reaching their tasks
-                    log.warning("sweep passing on %d emptied wait shards", len(shards))
-                    edges = dependencies.task_edges({}, shards)
-                    stuck += await dependencies.count_down_tasks(self.db, edges)
-                if stuck and (count := await self.schedule(stuck)):
-                    log.warning("sweep scheduled %d dependents a crash left behind", count)
-            except Exception:
-                log.exception("dependency sweep failed; retrying")
+            async with self.sweep_budget.attempt() as summary:
+                summary["scheduled"] = await self.sweep_once()
+
+    async def sweep_once(self) -> int:
+        """One pass of the sweep; returns how many dependents it scheduled."""
+        cutoff = utcnow() - timedelta(seconds=SWEEP_INTERVAL_S / 2)
+        cursor = self.db[TASKS].find(
+            {"depsLeft": {"$lte": 0}, "runs.0": {"$exists": False}},
+            {"_id": 1, "deadline": 1},
+        )
+        stuck = [d["_id"] async for d in cursor if d["deadline"] > cutoff]
+        shards = await dependencies.unpassed_shards(self.db)
+        if shards:  # emptied, but a crash kept that from reaching their tasks
+            log.warning("sweep passing on %d emptied wait shards", len(shards))
+            edges = dependencies.task_edges({}, shards)
+            stuck += await dependencies.count_down_tasks(self.db, edges)
+        count = await self.schedule(stuck) if stuck else 0
+        if count:
+            log.warning("sweep scheduled %d dependents a crash left behind", count)
+        return count

@@ -73,6 +73,9 @@ class WorkerConfig(BaseModel):
     cache_root: Path = Path("/var/cache/flotilla-worker")
     work_root: Path | None = None  # temp files (logs, artifacts); None: the system temp dir
     docker_url: str = "unix:///var/run/docker.sock"
+    # The purge-cache service's root URL when it is not behind root_url (tests, or a
+    # deployment without the ingress); None: root_url.
+    purge_cache_url: str | None = None
     allow_privileged: bool = False
     features: tuple[str, ...] = SUPPORTED_FEATURES
     pull_attempts: int = Field(3, ge=1)

@@ -33,7 +33,7 @@ from services.docker_worker.artifacts import (
     UploadError,
     collect,
 )
-from services.docker_worker.caches import CacheInstance, Caches
+from services.docker_worker.caches import CacheInstance, Caches, PurgeChecker
 from services.docker_worker.config import WorkerConfig
 from services.docker_worker.containers import (
     RUN_LABEL,
@@ -81,6 +81,7 @@ class RunDeps:
     session: aiohttp.ClientSession
     queue_for: Callable[[dict[str, str]], Any]  # credentials → taskcluster.aio.Queue
     worker_queue: Any  # the worker's own client (claimWork, status probes)
+    purges: PurgeChecker | None = None  # asks purge-cache before caches are mounted
 
 
 @dataclass
@@ -174,6 +175,8 @@ class TaskRun:
             return Outcome(Ending.SETUP_FAILED)
         if image is None:
             return self._stopped_outcome()
+        if payload.cache and self.deps.purges is not None:
+            await self._honour_purge_requests(self.deps.purges)
         spec = self._container_spec(payload, image)
         try:
             self.container = await self.deps.docker.create(spec)
@@ -298,6 +301,13 @@ class TaskRun:
         except aiohttp.ClientError as exc:
             raise ImageError(f"downloading {image.path} failed: {exc!r}") from exc
         return await self.deps.docker.load_image(target, image_tag(image.taskId, image.path))
+
+    async def _honour_purge_requests(self, purges: PurgeChecker) -> None:
+        try:
+            for name in await purges.check():
+                self.log.info(f'cache "{name}" was purged: starting it empty')
+        except Exception as exc:  # as generic-worker: warn, keep the caches, run the task
+            self.log.info(f"[warning] could not ask purge-cache for purge requests: {exc}")
 
     def _container_spec(self, payload: Payload, image: str) -> ContainerSpec:
         cfg = self.deps.config

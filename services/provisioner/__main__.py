@@ -1,5 +1,5 @@
 """`python -m services.provisioner`: the composition root. Settings are read once, here.
-Serves the Worker-Manager API on FLOTILLA_PROVISIONER_PORT (default 8081)."""
+Serves the Worker-Manager API on FLOTILLA_PROVISIONER_PORT (default 8181)."""
 
 from __future__ import annotations
 

@@ -12,19 +12,20 @@ and removeWorker marks them stopped at once, as upstream.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
 import pydantic
 
-from services.provisioner import credentials
+from services.provisioner import credentials, termination
 from services.provisioner.pools import (
     WORKER_ID_PATTERN,
     WORKER_POOL_ID_PATTERN,
     CreateWorkerRequest,
     PoolConfig,
     RegisterWorkerRequest,
+    ReregisterWorkerRequest,
     WorkerPoolRequest,
     pool_out,
     stored_worker,
@@ -54,6 +55,8 @@ log = logging.getLogger(__name__)
 POOL_PARAM = {"workerPoolId": WORKER_POOL_ID_PATTERN}
 WORKER_PARAMS = {**POOL_PARAM, "workerGroup": WORKER_ID_PATTERN, "workerId": WORKER_ID_PATTERN}
 MANAGE = "worker-manager:manage-worker-pool:<workerPoolId>"
+# One answer for every way a reregistration can fail to prove itself (upstream's).
+BAD_SECRET = "Could not generate credentials for this secret"
 WORKER_SCOPE_PATH = "<workerPoolId>/<workerGroup>/<workerId>"
 
 
@@ -68,11 +71,14 @@ class WorkerManagerApi:
         providers: Mapping[str, Provider],
         issuer: Issuer,
         wake: Callable[[], None],
+        claim_holders: Callable[[str], Awaitable[set[tuple[str, str]]]],
     ) -> None:
         self.store = store
         self.providers = providers
         self.issuer = issuer
         self.wake = wake
+        # (workerGroup, workerId) of the pool's workers holding a claimed run (the queue's).
+        self.claim_holders = claim_holders
 
     def endpoints(self) -> list[Endpoint]:
         page = paging.PAGE_QUERY
@@ -167,12 +173,29 @@ class WorkerManagerApi:
                 params=WORKER_PARAMS,
             ),
             Endpoint(
+                "shouldWorkerTerminate",
+                "GET",
+                "/workers/<workerPoolId>/<workerGroup>/<workerId>/should-terminate",
+                self.should_worker_terminate,
+                f"worker-manager:should-worker-terminate:{WORKER_SCOPE_PATH}",
+                params=WORKER_PARAMS,
+            ),
+            Endpoint(
                 "registerWorker",
                 "POST",
                 "/worker/register",
                 self.register_worker,
                 None,
                 input=RegisterWorkerRequest,
+            ),
+            Endpoint(
+                "reregisterWorker",
+                "POST",
+                "/worker/reregister",
+                self.reregister_worker,
+                f"worker-manager:reregister-worker:{WORKER_SCOPE_PATH}",
+                input=ReregisterWorkerRequest,
+                scopes_from_params=False,
             ),
         ]
 
@@ -416,17 +439,22 @@ class WorkerManagerApi:
         # A launched worker registers once (its token is one-time): only the caller whose
         # update moves it from `requested` wins. A static one registers whenever it starts.
         first = worker["state"] == REQUESTED
+        secret = credentials.new_secret()
         registered = await self.store.set_worker(
             worker["_id"],
-            {"state": RUNNING, "registeredAt": now, "lastModified": now},
+            {
+                "state": RUNNING,
+                "registeredAt": now,
+                "lastModified": now,
+                "reregistrationSecretHash": credentials.token_hash(secret),
+            },
             from_states=[REQUESTED] if first else [RUNNING],
             unset=["registrationTokenHash"] if first else [],
         )
         if registered is None:
             raise errors.InputError(f"{described} has already registered")
         config = PoolConfig.model_validate(pool["config"])
-        lifetime = min(config.lifecycle.reregistrationTimeout, config.lifecycle.maxLifetime)
-        expires = now + timedelta(seconds=lifetime)
+        expires = now + _credential_lifetime(config)
         log.info("worker registered", extra={"worker": worker["_id"]})
         launch_index = worker.get("launchConfigIndex")
         worker_config = dict(config.workerConfig)
@@ -445,5 +473,73 @@ class WorkerManagerApi:
                 expires=expires,
             ),
             "workerConfig": worker_config,
-            "secret": credentials.new_token(),
+            "secret": secret,
         }
+
+    async def reregister_worker(self, call: Call) -> dict[str, Any]:
+        """Fresh credentials for a registered, running worker that shows the secret of
+        its last (re)registration; the secret rotates (single use), in the same
+        conditional update that checks it, so two callers cannot both use it."""
+        body: ReregisterWorkerRequest = call.body
+        call.authorize(
+            workerPoolId=body.workerPoolId, workerGroup=body.workerGroup, workerId=body.workerId
+        )
+        worker = await self.store.get_worker(body.workerPoolId, body.workerGroup, body.workerId)
+        if worker is None or not credentials.token_matches(
+            body.secret, worker.get("reregistrationSecretHash")
+        ):
+            raise errors.InputError(BAD_SECRET)
+        described = f"Worker {body.workerGroup}/{body.workerId}"
+        if worker["state"] != RUNNING:
+            raise errors.InputError(f"{described} is {worker['state']}; it cannot reregister")
+        now = utcnow()
+        if worker["expires"] <= now:
+            raise errors.InputError(f"{described} has expired")
+        pool = await self.store.get_pool(body.workerPoolId)
+        config = PoolConfig.model_validate(pool["config"]) if pool else PoolConfig()
+        secret = credentials.new_secret()
+        rotated = await self.store.rotate_secret(
+            worker["_id"],
+            old_hash=worker["reregistrationSecretHash"],
+            new_hash=credentials.token_hash(secret),
+            now=now,
+        )
+        if rotated is None:
+            raise errors.InputError(BAD_SECRET)  # used meanwhile, or the worker stopped
+        expires = now + _credential_lifetime(config)
+        log.info("worker reregistered", extra={"worker": worker["_id"]})
+        return {
+            "expires": format_ts(expires),
+            "credentials": credentials.for_worker(
+                issuer_id=self.issuer.client_id,
+                issuer_token=self.issuer.access_token,
+                provider_id=worker["providerId"],
+                pool_id=worker["workerPoolId"],
+                group=worker["workerGroup"],
+                worker_id=worker["workerId"],
+                now=now,
+                expires=expires,
+            ),
+            "secret": secret,
+        }
+
+    async def should_worker_terminate(self, call: Call) -> dict[str, Any]:
+        worker = await self._require_worker(call)
+        pool = await self.store.get_pool(worker["workerPoolId"])
+        hard = termination.hard_reason(worker, pool, utcnow())
+        excess = busy = False
+        if hard is None and pool is not None:
+            live = await self.store.workers_of(worker["workerPoolId"], (REQUESTED, RUNNING))
+            excess = termination.over_capacity(worker, pool, live)
+            if excess:  # only then ask the queue: the common answer costs no queue call
+                holders = await self.claim_holders(worker["workerPoolId"])
+                busy = (worker["workerGroup"], worker["workerId"]) in holders
+        return termination.decision(hard, excess, busy)
+
+
+def _credential_lifetime(config: PoolConfig) -> timedelta:
+    """How long (re)registration credentials last: reregistrationTimeout, never past the
+    pool's maxLifetime."""
+    return timedelta(
+        seconds=min(config.lifecycle.reregistrationTimeout, config.lifecycle.maxLifetime)
+    )

@@ -89,7 +89,9 @@ def build_app(settings: Settings) -> web.Application:
     )
     api = Api(
         "/api/worker-manager/v1",
-        WorkerManagerApi(store, providers, issuer, provisioner.wake).endpoints(),
+        WorkerManagerApi(
+            store, providers, issuer, provisioner.wake, provisioner.claim_holders
+        ).endpoints(),
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

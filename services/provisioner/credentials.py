@@ -63,6 +63,12 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_secret() -> str:
+    """The secret registerWorker/reregisterWorker hand out for the next reregistration:
+    44 URL-safe characters, as upstream's two slugids."""
+    return secrets.token_urlsafe(33)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 

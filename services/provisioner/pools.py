@@ -83,6 +83,17 @@ class RegisterWorkerRequest(BaseModel):
     systemBootTime: str | None = None
 
 
+class ReregisterWorkerRequest(BaseModel):
+    """reregisterWorker: the worker proves itself with the secret of its last
+    (re)registration."""
+
+    model_config = ConfigDict(extra="forbid")
+    workerPoolId: Annotated[str, Field(pattern=WORKER_POOL_ID_PATTERN)]
+    workerGroup: Annotated[str, Field(pattern=WORKER_ID_PATTERN)]
+    workerId: Annotated[str, Field(pattern=WORKER_ID_PATTERN)]
+    secret: Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{44}$")]
+
+
 class CreateWorkerRequest(BaseModel):
     """createWorker / updateWorker (providers that do not launch workers: `static`)."""
 

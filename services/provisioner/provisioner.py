@@ -238,7 +238,7 @@ class Provisioner:
 
             if not decide():
                 return {}
-            busy = await self._claim_holders(pool.pool_id)  # only read when it matters
+            busy = await self.claim_holders(pool.pool_id)  # only read when it matters
             return decide()
         except Exception as exc:
             log.warning(
@@ -262,7 +262,7 @@ class Provisioner:
                 return stamps
             query = {**query, "continuationToken": page["continuationToken"]}
 
-    async def _claim_holders(self, pool_id: str) -> set[tuple[str, str]]:
+    async def claim_holders(self, pool_id: str) -> set[tuple[str, str]]:
         """Workers holding a claimed run of the pool (listClaimedTasks, all pages)."""
         holders: set[tuple[str, str]] = set()
         query: dict[str, Any] = {"limit": 1000}

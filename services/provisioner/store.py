@@ -125,6 +125,16 @@ class PoolStore:
             return_document=ReturnDocument.BEFORE if return_before else ReturnDocument.AFTER,
         )
 
+    async def rotate_secret(
+        self, key: str, *, old_hash: str, new_hash: str, now: datetime
+    ) -> dict[str, Any] | None:
+        """Swap a running worker's reregistration secret if it is still `old_hash`."""
+        return await self.workers.find_one_and_update(
+            {"_id": key, "state": RUNNING, "reregistrationSecretHash": old_hash},
+            {"$set": {"reregistrationSecretHash": new_hash, "lastModified": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+
     async def forget_stopped(self, pool_id: str, now: datetime) -> None:
         await self.workers.delete_many(
             {"workerPoolId": pool_id, "state": STOPPED, "expires": {"$lt": now}}

@@ -25,6 +25,9 @@ def main() -> None:
         max_field_size=65536,
         # Artifact bytes are stored as sent: a gzip upload must not be inflated on the way.
         auto_decompress=False,
+        # Also the time a new connection has to send its request headers (slowloris);
+        # it does not run while a request (a claimWork long poll) is being answered.
+        keepalive_timeout=settings.http_header_timeout_s,
     )
 
 

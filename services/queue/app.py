@@ -22,9 +22,9 @@ from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
 from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
-from shared import artifact_bytes, pending, resolution_queue
+from shared import artifact_bytes, pending_upgrade, resolution_queue
 from shared import db as dbmod
-from shared.api import Api, make_app
+from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
 from shared.auth.store import AuthStore, StaticClient
@@ -32,7 +32,6 @@ from shared.broker import Binding, Broker
 from shared.config import Settings
 from shared.outbox import Outbox
 from shared.taskstore import TaskStore
-from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,6 @@ STORE = web.AppKey("auth_store", AuthStore)
 RELAY_FIRST_S = 6.0  # after the grace period, so what a crash left is due by then
 RELAY_INTERVAL_S = 30.0
 RELAY_GRACE_S = 5.0
-LEASE_SWEEP_INTERVAL_S = 15.0  # leave a live writer time to deliver its own effects
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -62,9 +60,14 @@ def build_app(settings: Settings) -> web.Application:
         ],
     )
     authenticator = HawkAuthenticator(store)
-    outbox = Outbox(database, _LazyBroker())  # the broker connects in the cleanup context
+    # The broker connects in the cleanup context.
+    outbox = Outbox(database, _LazyBroker(), pending_expires_s=settings.pending_queue_expires_s)
     tasks = TaskStore(database, outbox, fault=settings.fault_injection)
-    waiters = ClaimWaiters(lambda queue: pending.any_claimable(database, queue, now=utcnow()))
+
+    async def anything_ready(task_queue_id: str) -> bool:
+        return await outbox.pending.ready(task_queue_id) > 0
+
+    waiters = ClaimWaiters(anything_ready, sweep_interval_s=settings.claim_sweep_interval_s)
     context = QueueContext(
         db=database,
         store=tasks,
@@ -86,7 +89,9 @@ def build_app(settings: Settings) -> web.Application:
         + ClaimsApi(context).endpoints()
         + WorkersApi(context).endpoints()
         + WorkerShutdownApi(context).endpoints()
-        + ArtifactsApi(context, byte_store, objects).endpoints(),
+        + ArtifactsApi(
+            context, byte_store, objects, max_bytes=settings.artifact_max_bytes
+        ).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
@@ -96,7 +101,11 @@ def build_app(settings: Settings) -> web.Application:
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
-    app = make_app(queue_api, auth_api)
+    app = make_app(
+        queue_api,
+        auth_api,
+        body_pace=BodyPace(settings.http_body_grace_s, settings.http_body_min_rate_bytes_s),
+    )
     # The embedded byte store serves its signed upload and download URLs from here.
     app.router.add_routes(byte_store.routes())
     app[MONGO] = client
@@ -115,6 +124,8 @@ def build_app(settings: Settings) -> web.Application:
         outbox.broker = broker
         # Before the first request: a resolution published now must reach the resolver.
         await resolution_queue.declare(broker, settings)
+        # A deployment upgraded in place: runs its database-held queue still had.
+        await pending_upgrade.move_to_broker(database, outbox.pending)
         # Each replica hears every task-pending event on its own auto-deleted queue.
         wakeups = await broker.bind_queue(
             "", [Binding("task-pending", "#")], durable=False, exclusive=True
@@ -128,10 +139,6 @@ def build_app(settings: Settings) -> web.Application:
                 ),
             ),
             _supervised("claim sweeper", waiters.run_sweeper),
-            _supervised(
-                "pending lease sweeper",
-                lambda: pending.run_lease_sweeper(database, interval_s=LEASE_SWEEP_INTERVAL_S),
-            ),
         ]
         yield
         await tasks.drain()  # bookkeeping of the last answered requests

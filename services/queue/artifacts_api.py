@@ -53,8 +53,14 @@ class _RawBody(pydantic.BaseModel):
 
 class ArtifactsApi:
     def __init__(
-        self, context: QueueContext, byte_store: ByteStore, objects: ObjectServiceClient
+        self,
+        context: QueueContext,
+        byte_store: ByteStore,
+        objects: ObjectServiceClient,
+        *,
+        max_bytes: int | None = None,
     ) -> None:
+        self.max_bytes = max_bytes  # per artifact
         self.ctx = context
         self.db = context.db
         self.store = context.store
@@ -177,6 +183,7 @@ class ArtifactsApi:
         assert record is not None  # a run was found
         call.authorize()
         artifacts.check_run_open(request.expires, record.definition.expires, run, now)
+        artifacts.check_length(request, self.max_bytes)
         if isinstance(request, ObjectRequest):
             return await self._create_object(record, run, name, request, now)
         artifact = artifacts.from_request(task_id, run_id, name, request)
@@ -198,7 +205,10 @@ class ArtifactsApi:
             "contentType": artifact.content_type,
             "expires": format_ts(expires),
             "putUrl": self.bytes.upload_url(
-                artifact.key, content_type=artifact.content_type, expires=expires
+                artifact.key,
+                content_type=artifact.content_type,
+                expires=expires,
+                length=artifact.details.get("contentLength"),
             ),
         }
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from shared import errors, paging
 from shared.api import Call, Endpoint
@@ -32,14 +32,29 @@ def _scopes(values: list[str]) -> list[str]:
     return values
 
 
+def _granted_scopes(values: list[str]) -> list[str]:
+    """Scopes a client or role is given, as upstream's schemas take them: valid, unique,
+    and none ending in `**` (a star is the wildcard; a second one is a typo that would
+    never match what its author meant)."""
+    _scopes(values)
+    starred = [scope for scope in values if scope.endswith("**")]
+    if starred:
+        raise ValueError(f"scopes must not end in '**': {starred}")
+    if len(set(values)) != len(values):
+        raise ValueError("scopes must be unique")
+    return values
+
+
 class ClientRequest(BaseModel):
+    """create-client-request / update-client-request, as upstream."""
+
     model_config = ConfigDict(extra="forbid")
     expires: datetime
-    description: str = Field("", max_length=10240)
+    description: str = Field(max_length=10240)
     scopes: list[str] = Field(default_factory=list)
-    deleteOnExpiration: bool = False
+    deleteOnExpiration: StrictBool = False
 
-    _check = field_validator("scopes")(_scopes)
+    _check = field_validator("scopes")(_granted_scopes)
 
     @field_validator("expires", mode="before")
     @classmethod
@@ -48,11 +63,13 @@ class ClientRequest(BaseModel):
 
 
 class RoleRequest(BaseModel):
+    """create-role-request / update-role-request, as upstream."""
+
     model_config = ConfigDict(extra="forbid")
     scopes: list[str]
-    description: str = Field("", max_length=10240)
+    description: str = Field(max_length=10240)
 
-    _check = field_validator("scopes")(_scopes)
+    _check = field_validator("scopes")(_granted_scopes)
 
 
 class ScopeSetBody(BaseModel):
@@ -110,9 +127,8 @@ class AuthApi:
 
     def _refuse_static(self, client_id: str) -> None:
         if self.store.is_static(client_id):
-            raise errors.RequestConflict(
-                f"Client {client_id} is a static client; it cannot be changed"
-            )
+            # upstream answers 400 here, not 409: the request can never succeed
+            raise errors.InputError(f"Client {client_id} is a static client; it cannot be changed")
 
     # --- clients ---------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The worker interface: claimWork (long poll), claimTask, reclaimTask and the reports.
 
-claimWork takes entries from the pending queue (shared.pending: priority, then first in,
-first out, one atomic lease per entry), turns each into a claim with a conditional
-update of the task, and otherwise waits to be woken by a task-pending event.
+claimWork takes messages from the task queue's pending queue in RabbitMQ (shared.pending:
+priority, then first in, first out), turns each into a claim with the one conditional
+update of the task, acks the message once that update is stored, and otherwise waits to
+be woken by a task-pending event.
 """
 
 from __future__ import annotations
@@ -138,8 +139,15 @@ class ClaimsApi:
         return body
 
     async def _claim_run(
-        self, task_id: str, run_id: int, worker_group: str, worker_id: str, *, fast: bool
-    ) -> TaskRecord:
+        self,
+        task_id: str,
+        run_id: int,
+        worker_group: str,
+        worker_id: str,
+        *,
+        fast: bool,
+        from_queue: bool = False,
+    ) -> transitions.Outcome:
         # With `fast`, the worker gets its claim as soon as the run is stored as running;
         # the events and the queue bookkeeping follow right after (they are in the outbox,
         # so counts and the claimed list catch up within milliseconds).
@@ -152,36 +160,48 @@ class ClaimsApi:
                 worker_id=worker_id,
                 now=utcnow(),
                 claim_timeout_s=self.ctx.claim_timeout_s,
+                from_queue=from_queue,
             ),
             deliver_later=fast,
         )
-        return outcome.record
+        return outcome
 
     async def _claim_next(
         self, task_queue_id: str, worker_group: str, worker_id: str
     ) -> TaskRecord | None | bool:
-        """Claim the best pending entry: the claimed record, None if the queue is empty,
-        or False if the entry was stale (cancelled, already claimed, past deadline)."""
-        db = self.ctx.db
-        lease = await pending.lease_next(
-            db, task_queue_id, now=utcnow(), lease_s=self.ctx.pending_lease_s
-        )
-        if lease is None:
+        """Claim the best pending run: the claimed record, None if the queue is empty, or
+        False if its message was stale (claimed through claimTask, cancelled, past its
+        deadline, a duplicate). The message is acked only once the claim is stored."""
+        queues = self.ctx.store.outbox.pending
+        delivery = await queues.take(task_queue_id)
+        if delivery is None:
             return None
-        entry = lease.entry
+        run = delivery.run
+        if pending.is_past_deadline(run):
+            await self._skip(delivery)
+            return False
         try:
-            record = await self._claim_run(
-                entry.taskId, entry.runId, worker_group, worker_id, fast=True
+            outcome = await self._claim_run(
+                run.taskId, run.runId, worker_group, worker_id, fast=True, from_queue=True
             )
         except (errors.RequestConflict, errors.ResourceNotFound):
-            await pending.finish(db, lease)
+            await self._skip(delivery)
             return False
         except BaseException:
-            await asyncio.shield(pending.release(db, lease))
+            await asyncio.shield(delivery.give_back())
             raise
-        # The claim's Dequeue drops the entry; the slot and lease go too.
-        self.store.in_background(pending.finish_slot(db, lease.slot))
-        return record
+        if not outcome.changed and not delivery.redelivered:
+            # This worker already holds the run (through claimTask): a stale message. A
+            # redelivered one is different: the replica that claimed it for this worker
+            # died before answering, so the worker hears of its claim now.
+            await self._skip(delivery)
+            return False
+        await delivery.ack()
+        return outcome.record
+
+    async def _skip(self, delivery: pending.Delivery) -> None:
+        await delivery.ack()
+        self.store.in_background(self.ctx.store.outbox.pending.skipped(delivery.run.taskQueueId))
 
     async def _claim_batch(
         self, call: Call, task_queue_id: str, worker_group: str, worker_id: str, count: int
@@ -201,7 +221,9 @@ class ClaimsApi:
         body: ClaimWorkRequest = call.body
         call.authorize(workerGroup=body.workerGroup, workerId=body.workerId)
         workers = self.ctx.workers
-        worker = await workers.get_worker(task_queue_id, body.workerGroup, body.workerId)
+        worker = await workers.get_worker(
+            task_queue_id, body.workerGroup, body.workerId, cached=True
+        )
         now = utcnow()
         await workers.touch_worker(
             task_queue_id, body.workerGroup, body.workerId, now, existing=worker
@@ -252,7 +274,10 @@ class ClaimsApi:
             workerGroup=body.workerGroup,
             workerId=body.workerId,
         )
-        record = await self._claim_run(task_id, run_id, body.workerGroup, body.workerId, fast=False)
+        outcome = await self._claim_run(
+            task_id, run_id, body.workerGroup, body.workerId, fast=False
+        )
+        record = outcome.record
         await self.ctx.workers.touch_worker(
             task.taskQueueId,
             body.workerGroup,

@@ -28,4 +28,3 @@ class QueueContext:
     issuer: Issuer
     claim_timeout_s: float
     claim_work_wait_s: float = 20.0  # claimWork's long poll, as upstream
-    pending_lease_s: float = 10.0  # a claimer that dies mid-claim delays an entry this long

@@ -271,25 +271,26 @@ class TasksApi:
         except TaskInputError as exc:
             raise errors.InputError(exc.message) from exc
         assert task.taskGroupId is not None
-        await taskgroups.ensure_for_task(
-            self.ctx.db, task.taskGroupId, task.schedulerId, task.expires
-        )
-
         record = TaskRecord.new(task_id, task)
         await deadlines.add(self.ctx.db, task_id, task.deadline)
+        await taskgroups.join(self.ctx.db, task.taskGroupId, task.schedulerId, task.expires)
+        # Whenever it is unclear whether the task was stored, the group keeps the count:
+        # one too high only delays task-group-resolved; one too low would announce it early.
         if not task.dependencies:
             # The common case in one write: the task, run 0 and its events together.
             outcome = transitions.defined(record, schedule=True, now=now)
             if await self.store.insert(outcome.record, outcome.effects) is not None:
-                await taskgroups.member_added(self.ctx.db, task.taskGroupId)
                 return status_body(outcome.record)
         elif (
             await self.store.insert(record, extra=dependencies.waiting_fields(task_id, task))
             is not None
         ):
-            tracked = await self._track_dependencies(record, created=True)
-            await taskgroups.member_added(self.ctx.db, task.taskGroupId)
-            return status_body(tracked)
+            try:
+                return status_body(await self._track_dependencies(record, created=True))
+            except errors.InputError:  # a bad dependency: the task was taken back
+                await taskgroups.leave(self.ctx.db, task.taskGroupId)
+                raise
+        await taskgroups.leave(self.ctx.db, task.taskGroupId)  # counted by the first call
         # The taskId is taken: the same definition repeated is a success, else 409.
         existing = await self.store.require(task_id)
         if not same_definition(existing.record.definition, task):

@@ -4,8 +4,9 @@ Each queue replica listens to task-pending on a private queue. An event for a ta
 wakes exactly one waiting claimWork there (the first in line), so 100 idle workers and
 one new task cost one claim attempt, not 100. A slow sweep is the safety net: every few
 seconds, for each task queue that has waiters, one cheap probe asks whether anything is
-claimable and wakes one waiter if so (covering events lost in a broker outage, leases
-that lapsed, or a woken waiter whose client went away).
+claimable and wakes one waiter if so (covering events lost in a broker outage, messages
+that a dead claimer left unacked until RabbitMQ redelivered them, or a woken waiter
+whose client went away).
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class ClaimWaiters:
             self.notify(task_queue_id)
 
     async def run_sweeper(self) -> None:
+        if not self._sweep_interval_s:
+            return  # switched off: only task-pending events wake waiters
         while True:
             await asyncio.sleep(self._sweep_interval_s)
             for task_queue_id in [q for q in self._waiting if self.waiting(q)]:

@@ -13,6 +13,9 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from pymongo import UpdateOne
+
+from shared import group_commit
 from shared.db import Database
 
 TASK_QUEUES = "task_queues"
@@ -21,6 +24,8 @@ RECENT_TASKS = 20
 WORKER_LIFETIME = timedelta(days=1)
 QUEUE_LIFETIME_WITHOUT_WORKER = timedelta(days=5)
 THROTTLE_S = 30 * 60
+WORKER_CACHE_S = 5.0
+WORKER_CACHE_SIZE = 10_000
 
 
 def worker_key(task_queue_id: str, worker_group: str, worker_id: str) -> str:
@@ -32,6 +37,10 @@ class WorkerRecords:
         self.db = db
         self._throttle_s = throttle_s
         self._touched: dict[str, float] = {}
+        # claimWork reads its worker (quarantine, recent tasks) on every call: kept here
+        # for a few seconds instead. This replica's own changes update it at once; another
+        # replica's quarantine is seen within WORKER_CACHE_S.
+        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def _due(self, key: str) -> bool:
         last = self._touched.get(key)
@@ -64,11 +73,21 @@ class WorkerRecords:
         )
 
     async def get_worker(
-        self, task_queue_id: str, worker_group: str, worker_id: str
+        self, task_queue_id: str, worker_group: str, worker_id: str, *, cached: bool = False
     ) -> dict[str, Any] | None:
-        return await self.db[WORKERS].find_one(
-            {"_id": worker_key(task_queue_id, worker_group, worker_id)}
-        )
+        key = worker_key(task_queue_id, worker_group, worker_id)
+        now = time.monotonic()
+        if cached and (hit := self._cache.get(key)) is not None and now - hit[0] < WORKER_CACHE_S:
+            return hit[1]
+        document = await self.db[WORKERS].find_one({"_id": key})
+        self._cache[key] = (now, document)
+        if len(self._cache) > WORKER_CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        return document
+
+    def forget(self, task_queue_id: str, worker_group: str, worker_id: str) -> None:
+        """This replica changed the worker's record: read it afresh next time."""
+        self._cache.pop(worker_key(task_queue_id, worker_group, worker_id), None)
 
     async def touch_worker(
         self,
@@ -105,5 +124,9 @@ class WorkerRecords:
             to_set["expires"] = expires
         else:
             update["$max"] = {"expires": now + WORKER_LIFETIME}
-        await self.db[WORKERS].update_one({"_id": key}, update, upsert=True)
+        await group_commit.of(self.db[WORKERS]).write(UpdateOne({"_id": key}, update, upsert=True))
+        if (hit := self._cache.get(key)) is not None and hit[1] is not None:
+            self._cache[key] = (hit[0], {**hit[1], **to_set})
+        else:
+            self._cache.pop(key, None)
         await self.touch_queue(task_queue_id, now)

@@ -14,8 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
 
 from services.queue.context import QueueContext
-from services.queue.worker_records import TASK_QUEUES, WORKERS, worker_key
-from shared import claims, errors, paging, pending
+from services.queue.worker_records import (
+    QUEUE_LIFETIME_WITHOUT_WORKER,
+    TASK_QUEUES,
+    WORKERS,
+    worker_key,
+)
+from shared import claims, errors, paging
 from shared.api import Call, Endpoint
 from shared.models import (
     PROVISIONER_ID_PATTERN,
@@ -24,6 +29,7 @@ from shared.models import (
     TaskQueueId,
     Timestamp,
 )
+from shared.taskstore import TASKS, from_document
 from shared.timeutil import format_ts, utcnow
 
 WORKER_ID_PATTERN = r"^([a-zA-Z0-9-_]{1,38})$"
@@ -52,7 +58,7 @@ class QuarantineRequest(BaseModel):
 
 class DeclareWorkerRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    expires: Timestamp | None = None
+    expires: Timestamp  # required, as upstream
 
 
 def _queue_out(document: dict[str, Any]) -> dict[str, Any]:
@@ -135,6 +141,21 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
     if quarantine is not None and quarantine > now:
         out["quarantineUntil"] = format_ts(quarantine)
     return out
+
+
+def _waiting_queue(task_queue_id: str, now: datetime) -> dict[str, Any]:
+    """The record of a task queue that has pending tasks but no worker yet: seen now, and
+    kept as long as a queue whose tasks no worker took (upstream: 5 days)."""
+    provisioner_id, worker_type = task_queue_id.split("/", 1)
+    return {
+        "_id": task_queue_id,
+        "provisionerId": provisioner_id,
+        "workerType": worker_type,
+        "description": "no worker has asked for work yet; known from its pending tasks",
+        "stability": "experimental",
+        "expires": now + QUEUE_LIFETIME_WITHOUT_WORKER,
+        "lastDateActive": now,
+    }
 
 
 class WorkersApi:
@@ -296,15 +317,27 @@ class WorkersApi:
     # --- task queues and provisioners -----------------------------------------------------
 
     async def _queues(self, query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        live = {"expires": {"$gt": utcnow()}, **(query or {})}
+        now, wanted = utcnow(), query or {}
+        live = {"expires": {"$gt": now}, **wanted}
         cursor = self.db[TASK_QUEUES].find(live).sort("_id", ASCENDING)
-        return [document async for document in cursor]
+        found = {document["_id"]: document async for document in cursor}
+        # Task queues no worker has asked yet, known from their pending tasks (an operator's
+        # listing: it reads the open tasks; createTask stays free of queue bookkeeping).
+        open_tasks = {"runs.state": "pending", "deadline": {"$gt": now}}
+        for task_queue_id in await self.db[TASKS].distinct("taskQueueId", open_tasks):
+            waiting = _waiting_queue(task_queue_id, now)
+            if task_queue_id not in found and all(waiting[k] == v for k, v in wanted.items()):
+                found[task_queue_id] = waiting
+        return [found[key] for key in sorted(found)]
 
     async def _queue(self, task_queue_id: str) -> dict[str, Any]:
+        now = utcnow()
         document = await self.db[TASK_QUEUES].find_one({"_id": task_queue_id})
-        if document is None or document["expires"] <= utcnow():
-            raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
-        return document
+        if document is not None and document["expires"] > now:
+            return document
+        if await self.ctx.store.outbox.pending.count(task_queue_id) > 0:
+            return _waiting_queue(task_queue_id, now)
+        raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
 
     async def list_provisioners(self, call: Call) -> dict[str, Any]:
         return paging.offset_page(provisioners_of(await self._queues()), call.query, "provisioners")
@@ -335,7 +368,7 @@ class WorkersApi:
     # --- counts and lists -----------------------------------------------------------------
 
     async def _counts(self, task_queue_id: str) -> dict[str, Any]:
-        pending_count = await pending.count(self.db, task_queue_id, now=utcnow())
+        pending_count = await self.ctx.store.outbox.pending.count(task_queue_id)
         claimed = await claims.count(self.db, task_queue_id)
         return {
             "taskQueueId": task_queue_id,
@@ -346,7 +379,7 @@ class WorkersApi:
     async def pending_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         provisioner_id, worker_type = task_queue_id.split("/", 1)
-        count = await pending.count(self.db, task_queue_id, now=utcnow())
+        count = await self.ctx.store.outbox.pending.count(task_queue_id)
         return {
             "provisionerId": provisioner_id,
             "workerType": worker_type,
@@ -366,20 +399,25 @@ class WorkersApi:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
         offset = paging.decode_offset(call.query)
-        entries = await pending.entries(
-            self.db, task_queue_id, now=utcnow(), skip=offset, limit=limit + 1
+        # From MongoDB, by the time each run became pending (an operator's tool: on
+        # FerretDB this reads the queue's tasks; claimers never do).
+        cursor = (
+            self.db[TASKS]
+            .find({"taskQueueId": task_queue_id, "pendingSince": {"$exists": True}})
+            .sort([("pendingSince", ASCENDING), ("_id", ASCENDING)])
+            .skip(offset)
+            .limit(limit + 1)
         )
-        found = await self.ctx.store.load_many([e.taskId for e in entries[:limit]])
+        entries = await self.ctx.store.complete([from_document(d) async for d in cursor])
         out: dict[str, Any] = {
             "tasks": [
                 {
-                    "taskId": e.taskId,
-                    "runId": e.runId,
-                    "task": found[e.taskId].definition.to_output(),
-                    "inserted": format_ts(e.insertedAt),
+                    "taskId": record.task_id,
+                    "runId": len(record.runs) - 1,
+                    "task": record.definition.to_output(),
+                    "inserted": format_ts(record.runs[-1].scheduled),
                 }
-                for e in entries[:limit]
-                if e.taskId in found
+                for record in entries[:limit]
             ]
         }
         if len(entries) > limit:
@@ -459,6 +497,9 @@ class WorkersApi:
             {"_id": document["_id"]},
             {"$set": {"quarantineUntil": body.quarantineUntil, "quarantineDetails": history}},
         )
+        self.ctx.workers.forget(
+            document["taskQueueId"], document["workerGroup"], document["workerId"]
+        )
         return _worker_out(await self._worker(call), utcnow())
 
     async def declare_worker(self, call: Call) -> dict[str, Any]:
@@ -468,7 +509,7 @@ class WorkersApi:
         task_queue_id = f"{p['provisionerId']}/{p['workerType']}"
         now = utcnow()
         await self.ctx.workers.touch_worker(
-            task_queue_id, p["workerGroup"], p["workerId"], now, expires=call.body.expires or None
+            task_queue_id, p["workerGroup"], p["workerId"], now, expires=call.body.expires
         )
         await self.ctx.workers.touch_queue(task_queue_id, now, force=True)
         document = await self.db[WORKERS].find_one(

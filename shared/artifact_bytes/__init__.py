@@ -39,4 +39,5 @@ def open_store(
         secret_key=settings.secret_key,
         url_base=url_base or settings.artifact_url_base or settings.root_url,
         path_prefix=path_prefix,
+        max_bytes=settings.artifact_max_bytes,
     )

@@ -13,8 +13,11 @@ from aiohttp import web
 class ByteStore(Protocol):
     kind: str  # "gridfs" or "s3"
 
-    def upload_url(self, key: str, *, content_type: str, expires: datetime) -> str:
-        """A URL a client PUTs the bytes to, with exactly this Content-Type. No I/O."""
+    def upload_url(
+        self, key: str, *, content_type: str, expires: datetime, length: int | None = None
+    ) -> str:
+        """A URL a client PUTs the bytes to, with exactly this Content-Type (and exactly
+        `length` bytes, when the artifact declared one). No I/O."""
         ...
 
     def download_url(self, key: str, *, expires: datetime) -> str:

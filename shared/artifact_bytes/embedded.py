@@ -21,15 +21,13 @@ from datetime import datetime
 from aiohttp import hdrs, web
 
 from shared import errors
-from shared.api import COMMON_HEADERS, error_body, json_response
+from shared.api import COMMON_HEADERS, error_body, json_response, paced_chunks
 from shared.artifact_bytes import signing
 from shared.artifact_bytes.chunks import ChunkStore, StoredObject
 from shared.artifact_bytes.ranges import ByteRange, RangeNotSatisfiable, parse_range
 from shared.db import Database
 
 log = logging.getLogger(__name__)
-
-_READ_SIZE = 64 * 1024  # what one read of the request body may return
 
 
 class EmbeddedStore:
@@ -42,6 +40,7 @@ class EmbeddedStore:
         secret_key: str,
         url_base: str,
         path_prefix: str = signing.PATH_PREFIX,
+        max_bytes: int | None = None,
     ) -> None:
         self._chunks = ChunkStore(db)
         self._signing_key = signing.derive_key(secret_key)
@@ -49,8 +48,11 @@ class EmbeddedStore:
         # The queue serves `/artifact-bytes/v1/`; the object service its own prefix under
         # `/api/object/v1/`, so one root URL (the ingress) routes each to its server.
         self._path_prefix = path_prefix
+        self._max_bytes = max_bytes  # per artifact; None: unbounded
 
-    def upload_url(self, key: str, *, content_type: str, expires: datetime) -> str:
+    def upload_url(
+        self, key: str, *, content_type: str, expires: datetime, length: int | None = None
+    ) -> str:
         return signing.signed_url(
             self._url_base,
             self._signing_key,
@@ -58,6 +60,7 @@ class EmbeddedStore:
             key=key,
             expires=int(expires.timestamp()),
             content_type=content_type,
+            length=length,
             path_prefix=self._path_prefix,
         )
 
@@ -100,16 +103,20 @@ class EmbeddedStore:
     async def _put(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
         content_type = request.headers.get(hdrs.CONTENT_TYPE, "")
-        self._verify(request, "PUT", key, content_type)
+        declared = _declared_length(request.query.get("length"))
+        self._verify(request, "PUT", key, content_type, declared)
+        # Refused before a byte is read: an upload must be as long as the artifact
+        # declared (so artifact-info stays true) and never longer than the maximum.
+        expected = upload_length(request.content_length, declared, self._max_bytes)
         try:
             stored = await self._chunks.write(
                 key,
                 # Streamed: aiohttp stops reading the socket while this reader's buffer
                 # is full, so an upload of any size costs a bounded amount of memory.
-                request.content.iter_chunked(_READ_SIZE),
+                _bounded(paced_chunks(request), self._max_bytes),
                 content_type=content_type,
                 content_encoding=request.headers.get(hdrs.CONTENT_ENCODING),
-                expected_length=request.content_length,
+                expected_length=expected,
             )
         except (web.RequestPayloadError, ConnectionError) as exc:
             # The client broke off or sent a malformed body: its fault, not an incident.
@@ -156,7 +163,14 @@ class EmbeddedStore:
                 request.transport.abort()
         return response
 
-    def _verify(self, request: web.Request, method: str, key: str, content_type: str = "") -> None:
+    def _verify(
+        self,
+        request: web.Request,
+        method: str,
+        key: str,
+        content_type: str = "",
+        length: int | None = None,
+    ) -> None:
         signing.verify(
             self._signing_key,
             method=method,
@@ -165,7 +179,40 @@ class EmbeddedStore:
             signature_hex=request.query.get("signature"),
             now=time.time(),
             content_type=content_type,
+            length=length,
         )
+
+
+def _declared_length(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise signing.SignatureInvalid("`length` must be a whole number of bytes.")
+    return int(text)
+
+
+def upload_length(sent: int | None, declared: int | None, max_bytes: int | None) -> int | None:
+    """The exact length an upload must have (None: whatever arrives, up to the maximum).
+    Raises before any byte is read when the request says a length that cannot do."""
+    if declared is not None and sent is not None and sent != declared:
+        raise errors.InputError(
+            f"The artifact declared contentLength {declared}; this upload is {sent} bytes."
+        )
+    expected = declared if declared is not None else sent
+    if expected is not None and max_bytes is not None and expected > max_bytes:
+        raise errors.InputTooLarge(f"An artifact may hold at most {max_bytes} bytes.")
+    return expected
+
+
+async def _bounded(body: AsyncIterator[bytes], max_bytes: int | None) -> AsyncIterator[bytes]:
+    """The body, cut off with a 413 once it grows past the maximum (a chunked upload
+    says no length up front)."""
+    total = 0
+    async for piece in body:
+        total += len(piece)
+        if max_bytes is not None and total > max_bytes:
+            raise errors.InputTooLarge(f"An artifact may hold at most {max_bytes} bytes.")
+        yield piece
 
 
 def _headers(stored: StoredObject) -> dict[str, str]:

@@ -54,7 +54,10 @@ class S3Store:
             config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
         )
 
-    def upload_url(self, key: str, *, content_type: str, expires: datetime) -> str:
+    def upload_url(
+        self, key: str, *, content_type: str, expires: datetime, length: int | None = None
+    ) -> str:
+        # The declared length is not signed into S3 URLs: S3 bounds a PUT itself (5 GB).
         params = {"Bucket": self._bucket, "Key": key, "ContentType": content_type}
         return self._presign("put_object", params, expires)
 

@@ -32,10 +32,19 @@ def derive_key(secret_key: str) -> bytes:
 
 
 def signature(
-    signing_key: bytes, *, method: str, key: str, expires: int, content_type: str = ""
+    signing_key: bytes,
+    *,
+    method: str,
+    key: str,
+    expires: int,
+    content_type: str = "",
+    length: int | None = None,
 ) -> str:
     # JSON keeps the fields unambiguous whatever characters the key or content type hold.
-    message = json.dumps([method, key, expires, content_type], separators=(",", ":"))
+    fields: list[object] = [method, key, expires, content_type]
+    if length is not None:  # a PUT of exactly this many bytes
+        fields.append(length)
+    message = json.dumps(fields, separators=(",", ":"))
     return hmac.new(signing_key, message.encode(), hashlib.sha256).hexdigest()
 
 
@@ -47,11 +56,21 @@ def signed_url(
     key: str,
     expires: int,
     content_type: str = "",
+    length: int | None = None,
     path_prefix: str = PATH_PREFIX,
 ) -> str:
-    sig = signature(signing_key, method=method, key=key, expires=expires, content_type=content_type)
-    query = urlencode({"expires": str(expires), "signature": sig})
-    return f"{base.rstrip('/')}{path_prefix}{quote(key, safe='')}?{query}"
+    sig = signature(
+        signing_key,
+        method=method,
+        key=key,
+        expires=expires,
+        content_type=content_type,
+        length=length,
+    )
+    query = {"expires": str(expires), "signature": sig}
+    if length is not None:
+        query["length"] = str(length)
+    return f"{base.rstrip('/')}{path_prefix}{quote(key, safe='')}?{urlencode(query)}"
 
 
 def verify(
@@ -63,6 +82,7 @@ def verify(
     signature_hex: str | None,
     now: float,
     content_type: str = "",
+    length: int | None = None,
 ) -> None:
     """Raise SignatureInvalid unless the URL's signature matches and has not expired."""
     if expires is None or signature_hex is None:
@@ -72,7 +92,12 @@ def verify(
     except ValueError:
         raise SignatureInvalid("`expires` must be a Unix time in whole seconds.") from None
     expected = signature(
-        signing_key, method=method, key=key, expires=expires_at, content_type=content_type
+        signing_key,
+        method=method,
+        key=key,
+        expires=expires_at,
+        content_type=content_type,
+        length=length,
     )
     if not hmac.compare_digest(expected.encode(), signature_hex.lower().encode()):
         hint = (

@@ -21,12 +21,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared import errors, jsontext
 from shared.auth.errors import AuthenticationFailed
 from shared.auth.hawk import timing_safe_equal
 from shared.auth.scopes import ScopeSet, is_valid_scope
 from shared.ids import slugid
 from shared.timeutil import from_epoch_ms, to_utc
 
+# Upstream's allowance for clocks that disagree: a certificate is accepted from 5 min
+# before its `start` until 5 min after its `expiry`. So a certificate whose expiry passed
+# less than 5 min ago still authenticates (as upstream; task credentials rely on it, see
+# README "Temporary credentials and clock skew").
 CLOCK_SKEW_MS = 5 * 60 * 1000
 MAX_LIFETIME_MS = 31 * 24 * 60 * 60 * 1000
 MAX_LIFETIME = timedelta(days=31)
@@ -54,7 +59,9 @@ def certificate_object(value: object) -> dict[str, Any]:
     """The certificate as a dict: an object inside ext, or (leniently) its JSON string."""
     if isinstance(value, str | bytes):
         try:
-            value = json.loads(value)
+            value = jsontext.loads(value)
+        except jsontext.JsonTooDeep as exc:
+            raise errors.MalformedPayload(f"ext.certificate: {exc}") from None
         except ValueError:
             raise AuthenticationFailed("ext.certificate must be a JSON object") from None
     if not isinstance(value, dict):

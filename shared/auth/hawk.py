@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from shared import errors, jsontext
 from shared.auth.errors import AuthenticationFailed
 
 TIMESTAMP_SKEW_S = 15 * 60
@@ -213,12 +214,23 @@ def decode_ext(ext: str) -> dict[str, Any]:
     text = ext.rstrip("=").replace("-", "+").replace("_", "/")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        value = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        value = json.loads(text, parse_constant=_reject_constant)
+        jsontext.check(value)
+    except RecursionError:
+        raise _too_deep() from None
+    except jsontext.JsonTooDeep:
+        raise _too_deep() from None
     except (binascii.Error, ValueError):
         raise AuthenticationFailed("Failed to parse ext") from None
     if not isinstance(value, dict):
         raise AuthenticationFailed("ext must be a JSON object")
     return value
+
+
+def _too_deep() -> errors.MalformedPayload:
+    # Bad input rather than bad credentials: answered 400 before anything is looked up.
+    return errors.MalformedPayload(f"Hawk ext is nested deeper than {jsontext.MAX_DEPTH} levels")
 
 
 def _reject_constant(name: str) -> Any:

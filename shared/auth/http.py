@@ -32,7 +32,7 @@ class Principal:
 
 
 def hawk_request(request: web.Request, body: bytes) -> HawkRequest:
-    host_header = request.headers.get("Host", "")
+    host_header = signed_host(request.headers.get("X-Forwarded-Host"), request.headers.get("Host"))
     host, _port = split_host_header(host_header)
     return HawkRequest(
         method=request.method,
@@ -48,6 +48,18 @@ def hawk_request(request: web.Request, body: bytes) -> HawkRequest:
         content_type=request.headers.get("Content-Type"),
         body=body,
     )
+
+
+def signed_host(x_forwarded_host: str | None, host: str | None) -> str:
+    """The `host[:port]` the client signed. Behind proxies (the ingress) that is the first
+    X-Forwarded-Host, which the ingress keeps from an outer proxy; else the Host header.
+    A client that sends its own X-Forwarded-Host only changes what its own MAC must
+    match, so trusting it grants nothing. Pure."""
+    if x_forwarded_host:
+        first = x_forwarded_host.split(",")[0].strip()
+        if first:
+            return first
+    return host or ""
 
 
 class HawkAuthenticator:

@@ -26,7 +26,52 @@ from shared.timeutil import utcnow
 
 CLIENTS = "clients"
 ROLES = "roles"
-DEFAULT_ANONYMOUS_SCOPES = ("queue:get-artifact:public/*",)
+# The read-only scopes upstream deployments give `anonymous` (its docs' anonymous-role list,
+# as tc-admin applies it): reading tasks, statuses, artifact lists, public artifacts, task
+# groups, dependents, provisioners and workers, counts, pools, index and purge requests.
+# Nothing that writes. generic-worker asks `queue.status` without credentials when a report
+# is refused, and reads public artifacts for mounts this way.
+DEFAULT_ANONYMOUS_SCOPES = (
+    "auth:current-scopes",
+    "auth:expand-scopes",
+    "auth:get-client:*",
+    "auth:get-role:*",
+    "auth:list-clients",
+    "auth:list-roles",
+    "github:get-badge:*",
+    "github:get-repository:*",
+    "github:latest-status:*",
+    "github:list-builds",
+    "hooks:get:*",
+    "hooks:list-hooks:*",
+    "hooks:list-last-fires:*",
+    "hooks:status:*",
+    "index:find-task:*",
+    "index:list-namespaces:*",
+    "index:list-tasks:*",
+    "purge-cache:all-purge-requests",
+    "purge-cache:purge-requests:*",
+    "queue:get-artifact:public/*",
+    "queue:get-provisioner:*",
+    "queue:get-task:*",
+    "queue:get-worker-type:*",
+    "queue:get-worker:*",
+    "queue:list-artifacts:*",
+    "queue:list-dependent-tasks:*",
+    "queue:list-provisioners",
+    "queue:list-task-group:*",
+    "queue:list-worker-types:*",
+    "queue:list-workers:*",
+    "queue:pending-count:*",
+    "queue:status:*",
+    "secrets:list-secrets",
+    "worker-manager:get-worker-pool:*",
+    "worker-manager:get-worker:*",
+    "worker-manager:list-providers",
+    "worker-manager:list-worker-pool-errors:*",
+    "worker-manager:list-worker-pools",
+    "worker-manager:list-workers:*",
+)
 FAR_FUTURE = datetime(3000, 1, 1, tzinfo=UTC)  # static clients never expire
 
 
@@ -169,14 +214,16 @@ class AuthStore:
     # --- roles -----------------------------------------------------------------------------
 
     async def ensure_default_roles(self) -> None:
-        """Upstream's convention: anyone may read `public/` artifacts. Created only when
-        there is no `anonymous` role yet, so an operator's own choice stays."""
+        """Upstream's convention: anyone may read what a public deployment shows (tasks,
+        statuses, public artifacts, ...; DEFAULT_ANONYMOUS_SCOPES). Created only when there
+        is no `anonymous` role yet, so an operator's own choice stays."""
         now = utcnow()
         await self.insert_role(
             {
                 "_id": "anonymous",
                 "scopes": list(DEFAULT_ANONYMOUS_SCOPES),
-                "description": "Anyone, without credentials: read public artifacts.",
+                "description": "Anyone, without credentials: read-only access, as upstream's "
+                "public deployments (tasks, statuses, public artifacts, ...).",
                 "created": now,
                 "lastModified": now,
             }

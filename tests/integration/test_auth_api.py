@@ -59,10 +59,10 @@ def status_of(call: Callable[[], object]) -> tuple[int, dict[str, Any]]:
 def test_root_client_can_create_and_read_a_client(root: taskcluster.Auth) -> None:
     client_id = f"test/{uuid.uuid4().hex[:10]}"
     created = root.createClient(
-        client_id, {"expires": in_days(1), "description": "d", "scopes": ["queue:x", "queue:x"]}
+        client_id, {"expires": in_days(1), "description": "d", "scopes": ["queue:y", "queue:x"]}
     )
     assert len(created["accessToken"]) == 44
-    assert created["scopes"] == ["queue:x"]
+    assert created["scopes"] == ["queue:x", "queue:y"]
     fetched = root.client(client_id)
     assert "accessToken" not in fetched
     assert fetched["clientId"] == client_id
@@ -83,9 +83,13 @@ def test_new_client_is_authorized_exactly_by_its_scopes(make_client: Callable[..
 
 
 def test_a_client_cannot_grant_scopes_it_does_not_hold(make_client: Callable[..., Any]) -> None:
-    _, auth = make_client(["auth:create-role:team-c/*", "queue:small"])
-    assert auth.createRole("team-c/ok", {"scopes": ["queue:small"]})["scopes"] == ["queue:small"]
-    code, body = status_of(lambda: auth.createRole("team-c/big", {"scopes": ["queue:big"]}))
+    team = f"team-{uuid.uuid4().hex[:8]}"  # fresh names: a rerun on the same database passes
+    _, auth = make_client([f"auth:create-role:{team}/*", "queue:small"])
+    small = {"scopes": ["queue:small"], "description": "d"}
+    assert auth.createRole(f"{team}/ok", small)["scopes"] == ["queue:small"]
+    code, body = status_of(
+        lambda: auth.createRole(f"{team}/big", {"scopes": ["queue:big"], "description": "d"})
+    )
     assert code == 403 and "queue:big" in body["message"]
 
 
@@ -93,11 +97,15 @@ def test_roles_reach_clients_through_assume(
     root: taskcluster.Auth, make_client: Callable[..., Any]
 ) -> None:
     project = f"project-{uuid.uuid4().hex[:6]}"
-    root.createRole(f"project:{project}:*", {"scopes": [f"auth:create-role:{project}/<..>"]})
+    root.createRole(
+        f"project:{project}:*",
+        {"scopes": [f"auth:create-role:{project}/<..>"], "description": "d"},
+    )
     _, auth = make_client([f"assume:project:{project}:admin"])
     expanded = auth.currentScopes()["scopes"]
     assert f"auth:create-role:{project}/admin" in expanded
-    assert auth.createRole(f"{project}/admin", {"scopes": []})["roleId"] == f"{project}/admin"
+    admin = auth.createRole(f"{project}/admin", {"scopes": [], "description": "d"})
+    assert admin["roleId"] == f"{project}/admin"
     assert root.expandScopes({"scopes": [f"assume:project:{project}:x"]})["scopes"] == [
         f"assume:project:{project}:x",
         f"auth:create-role:{project}/x",
@@ -108,19 +116,24 @@ def test_anonymous_role_applies_to_everyone(
     root: taskcluster.Auth, make_client: Callable[..., Any], queue_service: RunningService
 ) -> None:
     marker = f"marker:{uuid.uuid4().hex[:8]}"
-    existing = {r["roleId"]: r for r in root.listRoles()}
-    scopes = sorted(set(existing.get("anonymous", {}).get("scopes", [])) | {marker})
-    if "anonymous" in existing:
-        root.updateRole("anonymous", {"scopes": scopes})
-    else:
-        root.createRole("anonymous", {"scopes": scopes})
-    nobody = taskcluster.Auth({"rootUrl": queue_service.root_url, "maxRetries": 0})
-    _, auth = make_client([])
-    deadline = time.monotonic() + 5  # other caches expire within the store's TTL
-    while marker not in nobody.currentScopes()["scopes"] and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marker in nobody.currentScopes()["scopes"]
-    assert marker in auth.currentScopes()["scopes"]
+    before = root.role("anonymous")  # the queue creates it at start-up
+    root.updateRole(
+        "anonymous",
+        {"scopes": sorted({*before["scopes"], marker}), "description": before["description"]},
+    )
+    try:
+        nobody = taskcluster.Auth({"rootUrl": queue_service.root_url, "maxRetries": 0})
+        _, auth = make_client([])
+        deadline = time.monotonic() + 5  # other caches expire within the store's TTL
+        while marker not in nobody.currentScopes()["scopes"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert marker in nobody.currentScopes()["scopes"]
+        assert marker in auth.currentScopes()["scopes"]
+    finally:  # the role is shared by every test on this queue: put it back as it was
+        root.updateRole(
+            "anonymous", {"scopes": before["scopes"], "description": before["description"]}
+        )
+    assert root.role("anonymous")["scopes"] == before["scopes"]
 
 
 def test_disabled_client_is_refused_within_seconds(
@@ -164,7 +177,12 @@ def test_temporary_credentials_and_authorized_scopes(
 ) -> None:
     client_id = f"test/{uuid.uuid4().hex[:10]}"
     token = root.createClient(
-        client_id, {"expires": in_days(1), "scopes": ["queue:c:*", "auth:create-client:tmp/*"]}
+        client_id,
+        {
+            "expires": in_days(1),
+            "description": "d",
+            "scopes": ["queue:c:*", "auth:create-client:tmp/*"],
+        },
     )["accessToken"]
     now = datetime.datetime.now(datetime.UTC)
     unnamed = taskcluster.createTemporaryCredentials(
@@ -242,8 +260,8 @@ def raw(
 
 def test_protocol_errors_for_bad_requests(queue_service: RunningService) -> None:
     status, headers, body = raw(queue_service, "GET", "/api/queue/v1/no-such-thing")
-    assert (status, body) == (404, {"error": "Not found"})
-    assert headers["Cache-Control"] == "no-store no-cache must-revalidate"
+    assert (status, body["code"]) == (404, "ResourceNotFound")
+    assert headers["Cache-Control"] == "no-store, no-cache, must-revalidate"
     assert headers["Access-Control-Allow-Origin"] == "*"
 
     status, _, body = raw(queue_service, "GET", "/api/auth/v1/clients/?colour=red")
@@ -264,7 +282,11 @@ def test_protocol_errors_for_bad_requests(queue_service: RunningService) -> None
     assert "scopes[0]" in body["message"]
 
     status, _, body = raw(
-        queue_service, "PUT", "/api/auth/v1/roles/x", b'{"scopes": []}', "application/json"
+        queue_service,
+        "PUT",
+        "/api/auth/v1/roles/x",
+        b'{"scopes": [], "description": "d"}',
+        "application/json",
     )
     assert (status, body["code"]) == (403, "InsufficientScopes")
 
@@ -282,4 +304,44 @@ def test_static_root_client_cannot_be_changed(
     root: taskcluster.Auth, queue_service: RunningService
 ) -> None:
     code, body = status_of(lambda: root.disableClient(queue_service.root_client_id))
-    assert code == 409
+    assert (code, body["code"]) == (400, "InputError")  # upstream's answer
+
+
+# --- upstream's request schemas (issue 18, finding 3) ---------------------------------------
+
+
+def test_client_and_role_requests_follow_upstream_schemas(root: taskcluster.Auth) -> None:
+    name = f"test/{uuid.uuid4().hex[:10]}"
+    good = {"expires": in_days(1), "description": "d", "scopes": ["queue:a"]}
+    bad_clients = [
+        {**good, "scopes": ["queue:**"]},
+        {**good, "scopes": ["**"]},
+        {key: value for key, value in good.items() if key != "description"},
+        {**good, "scopes": ["queue:a", "queue:a"]},
+        {**good, "deleteOnExpiration": "yes"},
+        {**good, "deleteOnExpiration": 1},
+    ]
+    for body in bad_clients:
+        code, error = status_of(lambda body=body: root.createClient(name, body))
+        assert (code, error["code"]) == (400, "InputValidationError"), body
+    assert status_of(lambda: root.client(name))[0] == 404  # nothing was stored
+    root.createClient(name, {**good, "deleteOnExpiration": True})
+    for body in bad_clients:
+        code, error = status_of(lambda body=body: root.updateClient(name, body))
+        assert (code, error["code"]) == (400, "InputValidationError"), body
+    stored = root.client(name)
+    assert (stored["scopes"], stored["deleteOnExpiration"]) == (["queue:a"], True)
+
+    role = f"test-role/{uuid.uuid4().hex[:10]}"
+    for body in (
+        {"scopes": ["queue:**"], "description": "d"},
+        {"scopes": ["queue:a"]},
+        {"scopes": ["queue:a", "queue:a"], "description": "d"},
+    ):
+        code, error = status_of(lambda body=body: root.createRole(role, body))
+        assert (code, error["code"]) == (400, "InputValidationError"), body
+        assert status_of(lambda: root.role(role))[0] == 404
+    # a single trailing star stays the ordinary wildcard
+    assert root.createRole(role, {"scopes": ["queue:*"], "description": "d"})["scopes"] == [
+        "queue:*"
+    ]

@@ -19,11 +19,13 @@ import pytest
 import requests
 import taskcluster
 from aiohttp import web
+from taskcluster.download import downloadArtifactToBuf
 
 from shared.config import Settings
 from tests.conftest import Platform, RunningService, _free_port
 from tests.integration.queue_support import (
     claim_one,
+    client_with_scopes,
     new_task_queue_id,
     root_queue,
     task_definition,
@@ -409,3 +411,112 @@ def test_unknown_tasks_and_bad_credentials(cli_env: dict[str, str]) -> None:
     nowhere = {**cli_env, "FLOTILLA_PROVISIONER_URL": f"http://127.0.0.1:{_free_port()}"}
     pools = flotilla(nowhere, "pools")
     assert pools.returncode == 1 and len(pools.stderr.splitlines()) == 1, pools.stderr
+
+
+def test_refusals_keep_the_field_and_the_missing_scopes(
+    platform: Platform, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    tq = new_task_queue_id()
+    definition = tmp_path / "task.yaml"
+    definition.write_text(f"taskQueueId: {tq}\npriority: urgent\npayload: {{}}\n")
+    refused = flotilla(cli_env, "task", "create", str(definition))
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "priority: must be one of" in refused.stderr
+
+    definition.write_text(f"taskQueueId: {tq}\npayload: {{}}\n")
+    weak = client_with_scopes(platform.queue, ["queue:get-task:*"])
+    limited = {
+        **cli_env,
+        "TASKCLUSTER_CLIENT_ID": weak.options["credentials"]["clientId"],
+        "TASKCLUSTER_ACCESS_TOKEN": weak.options["credentials"]["accessToken"],
+    }
+    refused = flotilla(limited, "task", "create", str(definition))
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1, refused.stderr
+    assert "missing the following scopes: " in refused.stderr
+    assert f"queue:create-task:lowest:{tq}" in refused.stderr, refused.stderr
+
+
+def test_a_task_no_worker_took_is_listed_and_its_log_waited_for(
+    platform: Platform, cli_env: dict[str, str]
+) -> None:
+    queue, tq, first = root_queue(platform.queue), new_task_queue_id(), taskcluster.slugId()
+    queue.createTask(first, task_definition(tq))
+
+    # the queue shows up before any worker asked it for work (a mistyped name, say)
+    listed = flotilla(cli_env, "workers", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {q["taskQueueId"]: q for q in json.loads(listed.stdout)["taskQueues"]}
+    assert rows[tq]["pendingTasks"] == 1
+
+    follower = start(cli_env, "task", "log", "-f", first, "--poll", "0.2")
+    assert follower.stderr is not None
+    waiting = follower.stderr.readline()
+    assert f"task {first} is pending on {tq}: waiting for a worker" in waiting, waiting
+    claim = claim_one(queue, tq)
+    worker = worker_queue(platform.queue, claim)
+    upload(worker, first, BACKING_LOG, b"it broke\n")
+    worker.reportFailed(first, "0")
+    code, out, err = finish(follower)
+    assert code == 0, err
+    assert out == "it broke\n" and "worker wg/w1 started it" in err
+
+
+def test_status_of_a_task_behind_a_failed_dependency_is_blocked(
+    platform: Platform, cli_env: dict[str, str]
+) -> None:
+    queue, tq = root_queue(platform.queue), new_task_queue_id()
+    first, second, third = (taskcluster.slugId() for _ in range(3))
+    queue.createTask(first, task_definition(tq))
+    queue.createTask(second, task_definition(tq, dependencies=[first]))
+    queue.createTask(third, task_definition(tq, dependencies=[second]))
+    claim = claim_one(queue, tq)
+    worker_queue(platform.queue, claim).reportFailed(first, "0")
+
+    for task_id, culprit in ((second, first), (third, second)):
+        shown = flotilla(cli_env, "task", "status", task_id)
+        assert shown.returncode == 0, shown.stderr
+        assert f"state blocked (unscheduled; dependency {culprit}" in shown.stdout, shown.stdout
+    as_json = json.loads(flotilla(cli_env, "task", "status", second, "--json").stdout)
+    assert as_json["blockedBy"] == {"taskId": first, "state": "failed"}
+    assert as_json["status"]["state"] == "unscheduled"  # the protocol's own state, unchanged
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("name", "count"), [("diamond.yaml", 4), ("fan-out.yaml", 52)])
+def test_the_example_graphs_are_submitted(
+    platform: Platform, cli_env: dict[str, str], name: str, count: int
+) -> None:
+    """As the README's quick start does (the session's database: no worker takes them)."""
+    submitted = flotilla(cli_env, "graph", "submit", str(EXAMPLES / name), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    answer = json.loads(submitted.stdout)
+    assert len(answer["tasks"]) == count
+    queue = root_queue(platform.queue)
+    listed = queue.listTaskGroup(answer["taskGroupId"])["tasks"]
+    assert len(listed) == count
+    first = "fetch" if name == "diamond.yaml" else "split"
+    assert queue.status(answer["tasks"][first])["status"]["state"] == "pending"
+    last = queue.task(answer["tasks"]["ship" if name == "diamond.yaml" else "join"])
+    assert last["payload"]["image"] == "flotilla/busybox:latest"
+    assert len(last["dependencies"]) == (2 if name == "diamond.yaml" else 50)
+
+
+def test_the_readme_download_calls(platform: Platform) -> None:
+    """README "Artifacts": downloadArtifactToBuf (downloadArtifact wants a writerFactory),
+    and curl needs -L and --compressed for an artifact stored gzip-encoded."""
+    queue, tq, task_id = root_queue(platform.queue), new_task_queue_id(), taskcluster.slugId()
+    queue.createTask(task_id, task_definition(tq))
+    worker = worker_queue(platform.queue, claim_one(queue, tq))
+    text = b"hello from the README\n" * 50
+    upload(worker, task_id, "public/out.txt", gzip.compress(text), gzip_encoded=True)
+
+    data, content_type = downloadArtifactToBuf(
+        taskId=task_id, name="public/out.txt", queueService=queue
+    )
+    assert bytes(data) == text and content_type == "text/plain"
+    url = f"{platform.queue.root_url}/api/queue/v1/task/{task_id}/artifacts/public/out.txt"
+    curl = ["curl", "-sSf", "-L", url]
+    assert subprocess.run([*curl, "--compressed"], capture_output=True, check=True).stdout == text
+    assert gzip.decompress(subprocess.run(curl, capture_output=True, check=True).stdout) == text

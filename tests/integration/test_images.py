@@ -237,17 +237,14 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         "claim-expiry",
         "provisioner",
         "docker-worker",
+        "ingress",
+        "index",
+        "purge-cache",
         "object",
     }
     assert services["dependency-resolver"]["deploy"]["replicas"] == 2
-    for name in (
-        "queue",
-        "dependency-resolver",
-        "claim-expiry",
-        "provisioner",
-        "docker-worker",
-        "object",
-    ):
+    services_built = ("queue", "dependency-resolver", "claim-expiry", "provisioner")
+    for name in (*services_built, "docker-worker", "index", "purge-cache", "object"):
         service = services[name]
         assert service["image"] == f"flotilla/{name}:latest"
         assert "flotilla-healthcheck" in service["healthcheck"]["test"]
@@ -258,6 +255,10 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
     worker_volumes = [str(v) for v in services["docker-worker"]["volumes"]]
     assert any("/var/run/docker.sock" in volume for volume in worker_volumes)
     assert set(config["volumes"]) >= {"mongo-data", "rabbitmq-data"}
+    # One published API port: the ingress; the queue's own port stays internal.
+    assert "ports" not in services["queue"]
+    assert "8080" in str(services["ingress"]["ports"])
+    assert "ingress/compose.nginx.conf" in str(services["ingress"]["volumes"])
 
 
 def test_compose_file_requires_the_secrets(tmp_path: Path) -> None:

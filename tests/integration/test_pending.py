@@ -1,229 +1,305 @@
-"""The pending queue against the real MongoDB-protocol server: order, atomic claims, and
-recovery from claimers and enqueuers that die half-way."""
+"""The pending queue on RabbitMQ: order, redelivery after a claimer dies, stale messages,
+exact counts, and the upgrade from the database-held queue of earlier versions."""
 
 from __future__ import annotations
 
 import asyncio
-import random
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
 
-from shared import pending
-from shared.db import Database, ensure_indexes
-from shared.ids import slugid
-from shared.pending import Lease, PendingEntry
-from shared.timeutil import from_now, utcnow
+import pytest
+import taskcluster
+from taskcluster.exceptions import TaskclusterRestFailure
 
-QUEUE = "prov/wt"
+from shared import db as dbmod
+from shared.broker import Broker
+from shared.config import Settings
+from shared.pending import PendingQueues, pending_run
+from shared.timeutil import utcnow
+from tests.conftest import (
+    Platform,
+    RunningService,
+    _drop_database,
+    launch_queue,
+    poll_until,
+    stop_process,
+)
+from tests.integration.queue_support import (
+    claim_one,
+    new_task_queue_id,
+    root_queue,
+    task_definition,
+)
 
-
-def entry(priority: int, queue: str = QUEUE, deadline_s: float = 3600) -> PendingEntry:
-    return PendingEntry(
-        taskQueueId=queue,
-        priority=priority,
-        insertedAt=utcnow(),
-        taskId=slugid(),
-        runId=0,
-        deadline=from_now(deadline_s),
-    )
-
-
-async def lease(db: Database, queue: str = QUEUE, lease_s: float = 300) -> Lease | None:
-    return await pending.lease_next(db, queue, now=utcnow(), lease_s=lease_s)
-
-
-async def drain(db: Database, queue: str = QUEUE) -> list[PendingEntry]:
-    """Claim everything, skipping leases whose entry is gone, as the queue's claimer does
-    (it checks the task's state instead)."""
-    claimed = []
-    while (got := await lease(db, queue)) is not None:
-        if await pending.still_queued(db, got):
-            claimed.append(got.entry)
-        await pending.finish(db, got)
-    return claimed
+WORKER = {"workerGroup": "wg", "workerId": "w1"}
 
 
-async def test_claims_follow_priority_then_arrival(mongo_db: Database) -> None:
-    entries = [entry(priority) for priority in range(1, 8) for _ in range(3)]
-    random.Random(7).shuffle(entries)
-    for item in entries:
-        assert await pending.enqueue(mongo_db, item)
-    # Highest priority first; within a priority, in the order they were enqueued.
-    expected = sorted(entries, key=lambda e: -e.priority)  # sorted() is stable
-    assert [e.taskId for e in await drain(mongo_db)] == [e.taskId for e in expected]
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 0
-    assert not await pending.any_claimable(mongo_db, QUEUE, now=utcnow())
+@pytest.fixture
+async def queues(
+    mongo_db: dbmod.Database, broker: Broker
+) -> AsyncIterator[tuple[PendingQueues, str]]:
+    yield PendingQueues(mongo_db, lambda: broker, expires_s=600), new_task_queue_id()
 
 
-async def test_queues_are_separate(mongo_db: Database) -> None:
-    mine, other = entry(1), entry(7, queue="prov/other")
-    await pending.enqueue(mongo_db, mine)
-    await pending.enqueue(mongo_db, other)
-    assert [e.taskId for e in await drain(mongo_db)] == [mine.taskId]
-    assert await pending.count(mongo_db, "prov/other", now=utcnow()) == 1
-
-
-async def test_enqueue_is_idempotent(mongo_db: Database) -> None:
-    item = entry(3)
-    assert await pending.enqueue(mongo_db, item)
-    assert not await pending.enqueue(mongo_db, item)
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 1
-    assert [e.taskId for e in await drain(mongo_db)] == [item.taskId]
-
-
-async def test_two_racing_claimers_exactly_one_wins(mongo_db: Database) -> None:
-    for _ in range(25):
-        item = entry(4)
-        await pending.enqueue(mongo_db, item)
-        results = await asyncio.gather(lease(mongo_db), lease(mongo_db))
-        winners = [r for r in results if r is not None]
-        assert [w.entry.taskId for w in winners] == [item.taskId]
-        await pending.finish(mongo_db, winners[0])
-
-
-async def test_many_claimers_share_entries_without_duplicates(mongo_db: Database) -> None:
-    items = [entry(random.randint(1, 7)) for _ in range(40)]
-    for item in items:
-        await pending.enqueue(mongo_db, item)
-
-    async def worker() -> list[str]:
-        mine = []
-        while (got := await lease(mongo_db)) is not None:
-            mine.append(got.entry.taskId)
-            await pending.finish(mongo_db, got)
-        return mine
-
-    claimed = [t for batch in await asyncio.gather(*(worker() for _ in range(8))) for t in batch]
-    assert sorted(claimed) == sorted(i.taskId for i in items)
-
-
-async def test_enqueuers_racing_claimers_lose_nothing(mongo_db: Database) -> None:
-    items = [entry(random.randint(1, 7)) for _ in range(60)]
-    claimed: list[str] = []
-    done = asyncio.Event()
-
-    async def producer(batch: list[PendingEntry]) -> None:
-        for item in batch:
-            await pending.enqueue(mongo_db, item)
-
-    async def consumer() -> None:
-        while not (
-            done.is_set() and not await pending.any_claimable(mongo_db, QUEUE, now=utcnow())
-        ):
-            got = await lease(mongo_db)
-            if got is None:
-                await asyncio.sleep(0.005)
-                continue
-            claimed.append(got.entry.taskId)
-            await pending.finish(mongo_db, got)
-
-    consumers = [asyncio.create_task(consumer()) for _ in range(4)]
-    await asyncio.gather(*(producer(items[i::3]) for i in range(3)))
-    done.set()
-    await asyncio.wait_for(asyncio.gather(*consumers), 30)
-    claimed += [e.taskId for e in await drain(mongo_db)]
-    assert sorted(claimed) == sorted(i.taskId for i in items)
-
-
-async def test_lapsed_lease_is_swept_back_into_the_queue(mongo_db: Database) -> None:
-    # A claimer that crashed after leasing must not strand the run.
-    item = entry(5)
-    await pending.enqueue(mongo_db, item)
-    first = await lease(mongo_db, lease_s=60)
-    assert first is not None and first.entry.taskId == item.taskId
-    assert await lease(mongo_db) is None  # the head moved past it
-    assert await pending.sweep_leases(mongo_db, now=utcnow()) == 0  # not lapsed yet
-    assert await pending.sweep_leases(mongo_db, now=from_now(61)) == 1
-    assert [e.taskId for e in await drain(mongo_db)] == [item.taskId]
-
-
-async def test_released_entry_rejoins_at_the_tail(mongo_db: Database) -> None:
-    older, newer = entry(2), entry(2)
-    await pending.enqueue(mongo_db, older)
-    await pending.enqueue(mongo_db, newer)
-    leased = await lease(mongo_db)
-    assert leased is not None and leased.entry.taskId == older.taskId
-    await pending.release(mongo_db, leased)
-    assert [e.taskId for e in await drain(mongo_db)] == [newer.taskId, older.taskId]
-
-
-async def test_removed_and_expired_entries_are_skipped(mongo_db: Database) -> None:
-    cancelled, expired, live = entry(7), entry(6, deadline_s=-1), entry(1)
-    for item in (cancelled, expired, live):
-        await pending.enqueue(mongo_db, item)
-    await pending.remove(mongo_db, cancelled.taskId, 0)
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 2
-    assert [e.taskId for e in await drain(mongo_db)] == [live.taskId]
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 0
-
-
-async def test_set_priority_moves_the_entry(mongo_db: Database) -> None:
-    low, other = entry(1), entry(4)
-    await pending.enqueue(mongo_db, low)
-    await pending.enqueue(mongo_db, other)
-    await pending.set_priority(mongo_db, low.taskId, 0, 7)
-    drained = await drain(mongo_db)
-    assert [(e.taskId, e.priority) for e in drained] == [(low.taskId, 7), (other.taskId, 4)]
-
-
-async def test_a_slot_left_unfilled_is_closed_and_its_enqueuer_takes_another(
-    mongo_db: Database,
+async def test_one_get_returns_the_highest_priority_first_in_first_out(
+    queues: tuple[PendingQueues, str],
 ) -> None:
-    # Simulate an enqueuer that took slot 0 and stalled before filling it.
-    await mongo_db[pending.HEADS].update_one({"_id": QUEUE}, {"$inc": {"t3": 1}}, upsert=True)
-    assert await lease(mongo_db) is None  # the claimer closes slot 0 with a tombstone
-    stalled = entry(3)
-    # the late enqueuer's slot is taken: it must land in a fresh one and stay claimable
-    key = pending.entry_key(stalled.taskId, 0, 3)
-    await mongo_db[pending.COLLECTION].insert_one({"_id": key, **stalled.model_dump()})
-    await pending.enqueue(mongo_db, stalled)  # finds its entry unlinked and links it
-    assert [e.taskId for e in await drain(mongo_db)] == [stalled.taskId]
+    pending, tq = queues
+    deadline = utcnow() + timedelta(hours=1)
+    order = [(f"t{i}", p) for i, p in enumerate([1, 7, 3, 7, 1, 3])]
+    for task_id, priority in order:
+        await pending.publish(pending_run(tq, task_id, 0, priority, deadline))
+    taken = []
+    while (delivery := await pending.take(tq)) is not None:
+        taken.append(delivery.run.taskId)
+        await delivery.ack()
+    assert taken == ["t1", "t3", "t2", "t5", "t0", "t4"]
 
 
-async def test_enqueue_many_keeps_order_and_skips_what_is_queued(mongo_db: Database) -> None:
-    first = entry(3)
-    await pending.enqueue(mongo_db, first)
-    batch = [entry(3) for _ in range(40)] + [entry(6) for _ in range(5)] + [first]
-    assert await pending.enqueue_many(mongo_db, batch) == 45  # `first` was queued already
-    assert await pending.enqueue_many(mongo_db, batch) == 0  # a repeat adds nothing
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 46
-    drained = [e.taskId for e in await drain(mongo_db)]
-    assert drained == [e.taskId for e in batch[40:45]] + [first.taskId] + [
-        e.taskId for e in batch[:40]
-    ]
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 0
+async def test_a_message_taken_by_a_claimer_that_dies_is_handed_out_again(
+    queues: tuple[PendingQueues, str], settings: Settings
+) -> None:
+    pending, tq = queues
+    await pending.publish(pending_run(tq, "t", 0, 3, utcnow() + timedelta(hours=1)))
+    dying = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
+    doomed = PendingQueues(pending.db, lambda: dying, expires_s=600)
+    first = await doomed.take(tq)
+    assert first is not None and not first.redelivered
+    assert await pending.take(tq) is None  # held, unacked, by the other claimer
+    assert await pending.count(tq) == 0
+    await dying.close()  # the claimer dies before acking
+    again = await poll_until(lambda: pending.take(tq), what="the message to come back")
+    assert again.run.taskId == "t" and again.redelivered
+    await again.ack()
 
 
-async def test_enqueue_many_recovers_from_a_half_done_batch(mongo_db: Database) -> None:
-    # An earlier attempt died after storing one entry and before linking it, and a claimer
-    # closed the slot the next batch is about to take: nothing may be lost or doubled.
-    unlinked, fresh = entry(2), [entry(2) for _ in range(3)]
-    key = pending.entry_key(unlinked.taskId, 0, 2)
-    await mongo_db[pending.COLLECTION].insert_one({"_id": key, **unlinked.model_dump()})
-    await mongo_db[pending.HEADS].update_one({"_id": QUEUE}, {"$inc": {"t2": 1}}, upsert=True)
-    # (slot 0: taken and never filled; slot 1: the unlinked entry's; slot 2: closed)
-    await mongo_db[pending.SLOTS].insert_one({"_id": pending.slot_key(QUEUE, 2, 2), "tombstone": 1})
-    assert await pending.enqueue_many(mongo_db, [unlinked, *fresh]) == 3
-    assert await pending.count(mongo_db, QUEUE, now=utcnow()) == 3  # (the unlinked: uncounted)
-    drained = [e.taskId for e in await drain(mongo_db)]
-    assert sorted(drained) == sorted([unlinked.taskId, *(e.taskId for e in fresh)])
-    assert drained[0] == unlinked.taskId and drained[-1] == fresh[0].taskId  # relinked last
+# --- through the queue ----------------------------------------------------------------------
 
 
-async def test_cost_of_a_claim_does_not_depend_on_depth(mongo_db: Database) -> None:
-    # Claiming reads and writes only by _id: explain every query shape it uses.
-    await pending.enqueue(mongo_db, entry(3))
-    for collection, filter_ in (
-        (pending.HEADS, {"_id": QUEUE}),
-        (pending.SLOTS, {"_id": pending.slot_key(QUEUE, 3, 0)}),
-        (pending.COLLECTION, {"_id": "x/0/3"}),
-    ):
-        explained = await mongo_db.command("explain", {"find": collection, "filter": filter_})
-        plan = str(explained.get("queryPlanner"))
-        assert "SCAN" not in plan or "IXSCAN" in plan, plan
+def _counts(queue: taskcluster.Queue, tq: str, claimed: int | None = None) -> tuple[int, int]:
+    """(pending, claimed). Pending is exact at once; claimWork records its claims for the
+    claimed count just after answering the worker, so that one may trail by moments."""
+    pending = queue.pendingTasks(tq)["pendingTasks"]
+    counts = queue.taskQueueCounts(tq)
+    assert counts["pendingTasks"] == pending
+    if claimed is not None and counts["claimedTasks"] != claimed:
+        counts = asyncio.run(
+            poll_until(lambda: _claimed(queue, tq, claimed), what=f"{claimed} claimed in {tq}")
+        )
+    return pending, counts["claimedTasks"]
 
 
-async def test_index_creation_is_repeatable(mongo_db: Database) -> None:
-    # Every replica runs this at start-up; FerretDB once dropped the connection on a repeat.
-    await ensure_indexes(mongo_db)
-    await ensure_indexes(mongo_db)
-    names = {index["name"] async for index in await mongo_db[pending.LEASES].list_indexes()}
-    assert "by_lease_end" in names
+async def _claimed(queue: taskcluster.Queue, tq: str, wanted: int) -> dict[str, int] | None:
+    counts = queue.taskQueueCounts(tq)
+    return counts if counts["claimedTasks"] == wanted else None
+
+
+def test_counts_are_exact_at_once_after_create_claim_work_claim_task_and_cancel(
+    queue_service: RunningService,
+) -> None:
+    queue = root_queue(queue_service)
+    tq = new_task_queue_id()
+    ids = [taskcluster.slugId() for _ in range(4)]
+    for task_id in ids:
+        queue.createTask(task_id, task_definition(tq))
+    assert _counts(queue, tq, claimed=0) == (4, 0)
+    queue.claimTask(ids[0], "0", WORKER)  # leaves its message behind, stale
+    assert _counts(queue, tq, claimed=1) == (3, 1)
+    queue.cancelTask(ids[1])  # stale too
+    assert _counts(queue, tq, claimed=1) == (2, 1)
+    # claimWork skips both stale messages and takes the oldest claimable run.
+    assert claim_one(queue, tq)["status"]["taskId"] == ids[2]
+    assert _counts(queue, tq, claimed=2) == (1, 2)
+    assert claim_one(queue, tq)["status"]["taskId"] == ids[3]
+    assert _counts(queue, tq, claimed=3) == (0, 3)
+    assert queue.claimWork(tq, {**WORKER, "tasks": 4})["tasks"] == []
+    assert _counts(queue, tq, claimed=3) == (0, 3)
+    queue.createTask(fresh := taskcluster.slugId(), task_definition(tq))
+    assert _counts(queue, tq, claimed=3) == (1, 3)  # the corrections were taken off by the skips
+    assert claim_one(queue, tq)["status"]["taskId"] == fresh
+
+
+def test_claim_work_skips_the_stale_message_of_a_task_claimed_by_claim_task(
+    queue_service: RunningService,
+) -> None:
+    queue = root_queue(queue_service)
+    tq = new_task_queue_id()
+    first, second = taskcluster.slugId(), taskcluster.slugId()
+    queue.createTask(first, task_definition(tq))
+    queue.createTask(second, task_definition(tq))
+    queue.claimTask(first, "0", WORKER)
+    # The same worker polls: it must not be handed the run it already holds.
+    claimed = queue.claimWork(tq, {**WORKER, "tasks": 2})["tasks"]
+    assert [c["status"]["taskId"] for c in claimed] == [second]
+
+
+def test_a_task_past_its_deadline_leaves_the_count_and_is_never_handed_out(
+    platform: Platform,
+) -> None:
+    queue = root_queue(platform.queue)
+    tq = new_task_queue_id()
+    doomed = taskcluster.slugId()
+    queue.createTask(doomed, task_definition(tq, deadline=taskcluster.fromNowJSON("2 seconds")))
+    assert _counts(queue, tq, claimed=0) == (1, 0)
+
+    async def resolved() -> bool:
+        return queue.status(doomed)["status"]["state"] == "exception"
+
+    asyncio.run(poll_until(resolved, timeout_s=30, what="the deadline resolution"))
+    assert _counts(queue, tq, claimed=0) == (0, 0)
+    assert queue.claimWork(tq, {**WORKER, "tasks": 1})["tasks"] == []
+    assert queue.status(doomed)["status"]["runs"][0]["reasonResolved"] == "deadline-exceeded"
+
+
+def test_a_priority_change_moves_the_run_and_the_count_stays_exact(
+    queue_service: RunningService,
+) -> None:
+    queue = root_queue(queue_service)
+    tq = new_task_queue_id()
+    low, other = taskcluster.slugId(), taskcluster.slugId()
+    queue.createTask(low, task_definition(tq, priority="lowest"))
+    queue.createTask(other, task_definition(tq, priority="medium"))
+    queue.changeTaskPriority(low, {"newPriority": "highest"})
+    assert _counts(queue, tq, claimed=0) == (2, 0)
+    claimed = queue.claimWork(tq, {**WORKER, "tasks": 3})["tasks"]
+    assert [c["status"]["taskId"] for c in claimed] == [low, other]
+    assert _counts(queue, tq, claimed=2) == (0, 2)
+
+
+def test_a_queue_replica_that_dies_after_storing_a_claim_loses_no_task(
+    queue_service: RunningService, tmp_path: Path
+) -> None:
+    """The replica stores the claim, then dies before acking the message and answering.
+    RabbitMQ hands the message out again: the same worker, asking again, gets its task;
+    any other worker gets nothing (the run is not pending)."""
+    tq = new_task_queue_id()
+    task_id = taskcluster.slugId()
+    queue = root_queue(queue_service)
+    queue.createTask(task_id, task_definition(tq))
+    doomed, process = launch_queue(
+        tmp_path,
+        database=queue_service.mongo_db,
+        token=queue_service.root_access_token,
+        extra_env={"FLOTILLA_FAULT_INJECTION": "exit-after-commit"},
+    )
+    try:
+        with pytest.raises(
+            (TaskclusterRestFailure, taskcluster.exceptions.TaskclusterConnectionError)
+        ):
+            root_queue(doomed).claimWork(tq, {**WORKER, "tasks": 1})
+        assert process.wait(timeout=30) == 70
+    finally:
+        stop_process(process)
+    assert queue.status(task_id)["status"]["runs"][0]["state"] == "running"
+    other = queue.claimWork(tq, {"workerGroup": "wg", "workerId": "other", "tasks": 1})
+    assert other["tasks"] == []
+    # The message went back to the queue when the dead replica's channel closed; the
+    # stranger's poll skipped it, so the run is no longer counted either.
+    assert _counts(queue, tq, claimed=1) == (0, 1)
+
+
+def test_the_same_worker_asking_again_gets_the_claim_a_dead_replica_stored(
+    queue_service: RunningService, tmp_path: Path
+) -> None:
+    tq = new_task_queue_id()
+    task_id = taskcluster.slugId()
+    queue = root_queue(queue_service)
+    queue.createTask(task_id, task_definition(tq))
+    doomed, process = launch_queue(
+        tmp_path,
+        database=queue_service.mongo_db,
+        token=queue_service.root_access_token,
+        extra_env={"FLOTILLA_FAULT_INJECTION": "exit-after-commit"},
+    )
+    try:
+        with pytest.raises(
+            (TaskclusterRestFailure, taskcluster.exceptions.TaskclusterConnectionError)
+        ):
+            root_queue(doomed).claimWork(tq, {**WORKER, "tasks": 1})
+        assert process.wait(timeout=30) == 70
+    finally:
+        stop_process(process)
+    claimed = queue.claimWork(tq, {**WORKER, "tasks": 1})["tasks"]
+    assert [c["status"]["taskId"] for c in claimed] == [task_id]
+    assert claimed[0]["runId"] == 0
+
+
+# --- upgrading in place -------------------------------------------------------------------
+
+
+def test_an_upgrade_moves_runs_pending_in_the_database_onto_rabbitmq(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A database as the previous version left it: runs queued in `pending_entries` (and
+    its head/slot/lease collections). The queue moves them at start, once; priorities
+    and order hold, a stale entry is dropped, and a second start moves nothing again."""
+    database = f"test_upgrade_{uuid.uuid4().hex[:10]}"
+    token = "upgrade-token-" + uuid.uuid4().hex
+    service, process = launch_queue(tmp_path, database=database, token=token)
+    tq = new_task_queue_id()
+    queue = root_queue(service)
+    ids = [taskcluster.slugId() for _ in range(3)]
+    try:
+        for task_id, priority in zip(ids, ["low", "high", "low"], strict=True):
+            queue.createTask(task_id, task_definition(tq, priority=priority))
+        queue.cancelTask(ids[2])
+    finally:
+        stop_process(process)
+    asyncio.run(_as_previous_version(settings, database, tq, ids))
+    try:
+        service, process = launch_queue(tmp_path, database=database, token=token)
+        queue = root_queue(service)
+        assert queue.pendingTasks(tq)["pendingTasks"] == 2
+        stop_process(process)
+        service, process = launch_queue(tmp_path, database=database, token=token)
+        queue = root_queue(service)
+        assert queue.pendingTasks(tq)["pendingTasks"] == 2  # moved once
+        claimed = queue.claimWork(tq, {**WORKER, "tasks": 4})["tasks"]
+        assert [c["status"]["taskId"] for c in claimed] == [ids[1], ids[0]]
+        assert asyncio.run(_collections(settings, database)).isdisjoint(
+            {"pending_entries", "pending_heads", "pending_slots", "pending_leases"}
+        )
+    finally:
+        stop_process(process)
+        _drop_database(settings.mongo_url, database)
+
+
+async def _as_previous_version(settings: Settings, database: str, tq: str, ids: list[str]) -> None:
+    """Empty the RabbitMQ queue and write the three runs into the old collections."""
+    client = dbmod.connect(settings.mongo_url)
+    broker = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
+    try:
+        db = client[database]
+        queues = PendingQueues(db, lambda: broker, expires_s=600)
+        while (delivery := await queues.take(tq)) is not None:
+            await delivery.ack()
+        await db["pending_corrections"].drop()
+        now = utcnow()
+        for number, (task_id, priority) in enumerate(zip(ids, [2, 5, 2], strict=True)):
+            entry = {
+                "taskQueueId": tq,
+                "priority": priority,
+                "insertedAt": now + timedelta(milliseconds=number),
+                "taskId": task_id,
+                "runId": 0,
+                "deadline": now + timedelta(hours=1),
+            }
+            key = f"{task_id}/0/{priority}"
+            slot = f"{tq}|{priority}|{number:012d}"
+            await db["pending_entries"].insert_one({"_id": key, **entry, "slot": slot})
+            await db["pending_slots"].insert_one({"_id": slot, "entry": key, **entry})
+        await db["pending_heads"].insert_one({"_id": tq, "t2": 2, "t5": 1, "n": 3})
+        await db["pending_leases"].insert_one({"_id": "stale", "leasedUntil": now})
+    finally:
+        await broker.close()
+        await client.close()
+
+
+async def _collections(settings: Settings, database: str) -> set[str]:
+    client = dbmod.connect(settings.mongo_url)
+    try:
+        return set(await client[database].list_collection_names())
+    finally:
+        await client.close()

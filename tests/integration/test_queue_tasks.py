@@ -159,14 +159,16 @@ def test_bad_requests_get_protocol_errors(
     task_id = taskcluster.slugId()
     got_status, got = _raw(queue_service, "PUT", path.format(tid=task_id), body, content_type)
     assert (got_status, got.get("code")) == (status, code)
-    assert _raw(queue_service, "GET", f"/task/{task_id}", None, None)[0] in (403, 404)
+    # nothing was stored: asked with credentials, so the answer cannot be a 403
+    with pytest.raises(TaskclusterRestFailure) as missing:
+        root_queue(queue_service).task(task_id)
+    assert missing.value.status_code == 404
 
 
-def test_unknown_path_is_plain_not_found(queue_service: RunningService) -> None:
-    assert _raw(queue_service, "GET", "/no-such-thing", None, None) == (
-        404,
-        {"error": "Not found"},
-    )
+def test_unknown_path_is_a_protocol_not_found(queue_service: RunningService) -> None:
+    status, body = _raw(queue_service, "GET", "/no-such-thing", None, None)
+    assert (status, body["code"]) == (404, "ResourceNotFound")
+    assert set(body) == {"code", "message", "requestInfo"}
 
 
 # --- scopes ----------------------------------------------------------------------------------
@@ -443,9 +445,31 @@ def test_responses_carry_cache_and_cors_headers(
     with urllib.request.urlopen(url, timeout=10) as response:
         headers = response.headers
         assert json.loads(response.read())["status"]["taskId"] == task_id
-    assert headers["Cache-Control"] == "no-store no-cache must-revalidate"
+    assert headers["Cache-Control"] == "no-store, no-cache, must-revalidate"
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert headers["Content-Type"].startswith("application/json")
+
+
+def test_head_answers_as_get_without_a_body(
+    queue: taskcluster.Queue, queue_service: RunningService
+) -> None:
+    task_id = taskcluster.slugId()
+    queue.createTask(task_id, task_definition(new_task_queue_id()))
+    for url in (queue.buildSignedUrl("status", task_id), queue.buildUrl("ping")):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            got, body = response.headers, response.read()
+        head = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(head, timeout=10) as response:
+            assert response.status == 200 and response.read() == b""
+            headed = response.headers
+        assert headed["Content-Type"] == got["Content-Type"]
+        assert int(headed["Content-Length"]) == len(body)
+        assert headed["Cache-Control"] == "no-store, no-cache, must-revalidate"
+    unknown = queue.buildSignedUrl("task", taskcluster.slugId())
+    missing = urllib.request.Request(unknown, method="HEAD")
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(missing, timeout=10)
+    assert raised.value.code == 404 and raised.value.read() == b""
 
 
 def test_bad_credentials_are_401_with_a_hawk_challenge(queue_service: RunningService) -> None:

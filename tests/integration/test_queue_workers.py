@@ -205,23 +205,37 @@ def make_queue(queue_service: RunningService) -> Callable[[list[str]], taskclust
 # --- where records come from ----------------------------------------------------------------
 
 
-def test_create_task_alone_creates_no_task_queue(queue: taskcluster.Queue) -> None:
+def test_a_task_queue_with_pending_tasks_is_known_before_any_worker(
+    queue: taskcluster.Queue,
+) -> None:
+    """A mistyped queue name is exactly when an operator needs to see it: a task queue
+    with pending tasks is listed and answers getTaskQueue before a worker asks it."""
     prov, wt = ids()
     tq = f"{prov}/{wt}"
-    create_tasks(queue, tq, 2)
+    task_ids = create_tasks(queue, tq, 2)
 
     assert queue.pendingTasks(tq)["pendingTasks"] == 2
-    assert_error(lambda: queue.getTaskQueue(tq), 404, "ResourceNotFound", "getTaskQueue")
-    assert_error(lambda: queue.getWorkerType(prov, wt), 404, "ResourceNotFound", "getWorkerType")
-    assert_error(lambda: queue.getProvisioner(prov), 404, "ResourceNotFound", "getProvisioner")
-    assert queue.listWorkerTypes(prov) == {"workerTypes": []}
+    task_queue = queue.getTaskQueue(tq)
+    assert task_queue["taskQueueId"] == tq and "no worker" in task_queue["description"]
+    assert near(task_queue["expires"], 5 * 86400)  # a queue seen without a worker: 5 days
+    worker_type = queue.getWorkerType(prov, wt)  # times are "now": they may differ by a tick
+    assert (worker_type["taskQueueId"], worker_type["workerType"]) == (tq, wt)
+    assert queue.getProvisioner(prov)["provisionerId"] == prov
+    assert [w["workerType"] for w in queue.listWorkerTypes(prov)["workerTypes"]] == [wt]
     assert queue.listWorkers(prov, wt) == {"workers": []}
-    assert tq not in [
+    assert tq in [
         q["taskQueueId"] for q in collect(queue.listTaskQueues, "taskQueues", limit=1000)
     ]
-    assert prov not in [
+    assert prov in [
         p["provisionerId"] for p in collect(queue.listProvisioners, "provisioners", limit=1000)
     ]
+
+    # nothing pending any more, and no worker ever came: the queue is unknown again
+    for task_id in task_ids:
+        queue.cancelTask(task_id)
+    assert_error(lambda: queue.getTaskQueue(tq), 404, "ResourceNotFound", "getTaskQueue")
+    assert_error(lambda: queue.getProvisioner(prov), 404, "ResourceNotFound", "getProvisioner")
+    assert queue.listWorkerTypes(prov) == {"workerTypes": []}
 
 
 def test_claim_work_creates_task_queue_worker_type_provisioner_and_worker(
@@ -480,8 +494,8 @@ def test_count_and_list_scopes_are_per_queue(
     assert_error(lambda: pending_only.listPendingTasks(tq), 403, "InsufficientScopes")
     assert_error(lambda: pending_only.listClaimedTasks(tq), 403, "InsufficientScopes")
     assert_error(lambda: pending_only.getTaskQueue(tq), 403, "InsufficientScopes")
-    # Scopes are checked before existence: a 403, not a 404.
-    assert_error(lambda: pending_only.getProvisioner(prov), 403, "InsufficientScopes")
+    # Reading provisioners is the default anonymous role's (upstream's): a 404, no 403.
+    assert_error(lambda: pending_only.getProvisioner(prov), 404, "ResourceNotFound")
 
     lister = make_queue([f"queue:pending-list:{tq}", f"queue:claimed-list:{tq}"])
     assert lister.listPendingTasks(tq) == {"tasks": []}
@@ -808,9 +822,18 @@ def test_declare_worker_needs_a_scope_per_property(
     assert queue.getProvisioner(prov)["provisionerId"] == prov
     assert [w["workerId"] for w in queue.listWorkers(prov, wt)["workers"]] == [wid]
 
-    # An empty body names no property, so it needs no scope at all.
-    again = nobody.declareWorker(prov, wt, "wg", wid, {})
-    assert again["firstClaim"] == declared["firstClaim"]
+
+def test_declare_worker_requires_expires(queue: taskcluster.Queue) -> None:
+    # upstream's schema requires it; Flotilla used to invent a one-day expiry
+    prov, wt = ids()
+    for body in ({}, {"expires": None}):
+        assert_error(
+            lambda body=body: queue.declareWorker(prov, wt, "wg", "w", body),
+            400,
+            "InputValidationError",
+            "declareWorker",
+        )
+    assert_error(lambda: queue.getWorker(prov, wt, "wg", "w"), 404, "ResourceNotFound")
 
 
 def test_declare_worker_rejects_unknown_properties(queue: taskcluster.Queue) -> None:

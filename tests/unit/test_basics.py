@@ -75,7 +75,7 @@ def test_settings_defaults_work_locally(monkeypatch: pytest.MonkeyPatch) -> None
     settings = load_settings()
     assert settings.claim_timeout_s == 1200
     assert settings.mongo_url.startswith("mongodb://127.0.0.1:27017")
-    assert settings.queue_port == 8080
+    assert settings.queue_port == 8180
 
 
 def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:

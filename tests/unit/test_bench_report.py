@@ -21,6 +21,14 @@ W1 = {
         "queue": {"cpu_s": 20.0, "cpu_s_per_1000_tasks": 20.0, "peak_rss_mb": 80.0},
         "ferretdb": {"cpu_s": 10.0, "cpu_s_per_1000_tasks": 10.0, "peak_rss_mb": 60.0},
     },
+    "commands": {
+        "commands_per_task": 12.5,
+        "reads_per_task": 3.0,
+        "writes_per_task": 9.0,
+        "other_per_task": 0.5,
+        "by_process": {"queue": 11.0, "claim_expiry": 1.5},
+        "rabbitmq_messages_per_task": 5.0,
+    },
 }
 CEILING = {
     "mongo": {
@@ -55,7 +63,12 @@ def test_flotilla_is_set_against_celery_and_the_ceiling() -> None:
     rows = {row[1].strip(): row for row in report.summary_rows(results)}
     assert rows["Celery"][3:] == [500.0, 0.1]
     assert rows["burst sent→done p50, ms (Celery)"][2:] == [100.0, 50.0, 2.0]
-    assert rows["CPU-s per 1,000 tasks, all processes"][2:] == [30.0, 6.0, 5.0]
+    assert rows["CPU-ms per task, all processes"][2:] == [30.0, 6.0, 5.0]
+    assert rows["MongoDB commands per task (reads / writes / other)"][2] == "12.5 (3.0 / 9.0 / 0.5)"
+    assert rows["RabbitMQ messages published per task"][2] == 5.0
+    processes = {(row[0], row[1]): row for row in report.process_rows(results)}
+    assert processes[("W1", "queue")][3:5] == [20.0, 11.0]
+    assert processes[("W1", "ferretdb")][4] is None  # servers are not counted
 
 
 def test_a_run_where_everything_failed_still_reports(tmp_path: Path) -> None:

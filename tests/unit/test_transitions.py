@@ -490,7 +490,7 @@ def test_cancel_of_an_unscheduled_task_adds_a_synthetic_run_0() -> None:
 def test_cancel_of_a_pending_run_dequeues_it_and_leaves_worker_slots_empty() -> None:
     outcome = transitions.cancel(pending(), LATER)
     assert kinds(outcome) == ["Dequeue", "task-exception"]
-    assert outcome.effects[0] == Dequeue(TASK_ID, 0)
+    assert outcome.effects[0] == Dequeue(TASK_ID, 0, "prov/wt")
     run = outcome.record.runs[0]
     assert (run.state, run.reasonCreated, run.reasonResolved) == (
         "exception",
@@ -530,7 +530,7 @@ def test_cancel_after_a_retry_cancels_the_retry_run() -> None:
     record = resolve(running(), "worker-shutdown").record
     outcome = transitions.cancel(record, LATER)
     assert kinds(outcome) == ["Dequeue", "task-exception"]
-    assert outcome.effects[0] == Dequeue(TASK_ID, 1)
+    assert outcome.effects[0] == Dequeue(TASK_ID, 1, "prov/wt")
     assert [(r.state, r.reasonResolved) for r in outcome.record.runs] == [
         ("exception", "worker-shutdown"),
         ("exception", "canceled"),
@@ -648,7 +648,7 @@ def test_claim_makes_the_run_running_and_announces_it() -> None:
         "started": ts(NOW),
     }
     assert kinds(outcome) == ["Dequeue", "task-running"]
-    assert outcome.effects[0] == Dequeue(TASK_ID, 0)
+    assert outcome.effects[0] == Dequeue(TASK_ID, 0, "prov/wt")
     message = messages(outcome)[0]
     assert message.routing_key == key(0, WG, WID)
     assert message.cc == CC
@@ -662,6 +662,20 @@ def test_claim_makes_the_run_running_and_announces_it() -> None:
         "task": {"tags": TAGS},
     }
     assert message.body["status"]["state"] == "running"
+
+
+def test_a_claim_taken_from_the_pending_queue_leaves_no_stale_message() -> None:
+    # claimWork consumed the run's message; claimTask (above) leaves it behind, stale.
+    outcome = transitions.claim(
+        pending(),
+        0,
+        worker_group=WG,
+        worker_id=WID,
+        now=NOW,
+        claim_timeout_s=CLAIM_TIMEOUT_S,
+        from_queue=True,
+    )
+    assert kinds(outcome) == ["task-running"]
 
 
 def test_claim_repeated_by_the_same_worker_succeeds_unchanged() -> None:
@@ -1010,7 +1024,7 @@ def test_change_priority_of_a_pending_task_reprioritizes_its_queue_entry() -> No
     assert outcome.record.definition.priority == "highest"
     assert outcome.record.runs == record.runs
     assert kinds(outcome) == ["Reprioritize", "task-priority-changed"]
-    assert outcome.effects[0] == Reprioritize(TASK_ID, 0, 7)
+    assert outcome.effects[0] == Reprioritize(TASK_ID, 0, 7, "prov/wt", DEADLINE)
     message = messages(outcome)[0]
     assert message.routing_key == key()  # runId slot `_` too
     assert message.cc == CC
@@ -1033,7 +1047,7 @@ def test_change_priority_without_a_pending_run_only_announces(start: str) -> Non
 
 def test_change_priority_for_a_group_is_not_announced_per_task() -> None:
     outcome = transitions.change_priority(pending(), "low", LATER, announce=False)
-    assert outcome.effects == (Reprioritize(TASK_ID, 0, 3),)
+    assert outcome.effects == (Reprioritize(TASK_ID, 0, 3, "prov/wt", DEADLINE),)
 
 
 def test_later_retries_use_the_new_priority() -> None:
@@ -1067,7 +1081,7 @@ def test_change_priority_of_a_resolved_task_conflicts(name: str) -> None:
 def test_change_priority_during_a_retry_is_allowed() -> None:
     record = resolve(running(), "intermittent-task").record  # never resolved as a task
     outcome = transitions.change_priority(record, "low", LATER)
-    assert outcome.effects[0] == Reprioritize(TASK_ID, 1, 3)
+    assert outcome.effects[0] == Reprioritize(TASK_ID, 1, 3, "prov/wt", DEADLINE)
 
 
 # --- status snapshots -------------------------------------------------------------------

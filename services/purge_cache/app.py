@@ -1,0 +1,40 @@
+"""Builds the purge-cache service's process: the Purge-Cache API on its own port, with
+the project's Hawk authentication against the clients and roles in MongoDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from services.purge_cache.api import PurgeCacheApi
+from shared import db as dbmod
+from shared.api import Api, make_app
+from shared.auth.http import HawkAuthenticator
+from shared.auth.scopes import expand_template
+from shared.auth.store import AuthStore, StaticClient
+from shared.config import Settings
+
+
+def build_app(settings: Settings) -> web.Application:
+    client = dbmod.connect(settings.mongo_url)
+    database = client[settings.mongo_db]
+    auth = AuthStore(
+        database,
+        secret_key=settings.secret_key,
+        static_clients=[StaticClient(settings.root_client_id, settings.root_access_token, ("*",))],
+    )
+    api = Api(
+        "/api/purge-cache/v1",
+        PurgeCacheApi(database).endpoints(),
+        authenticator=HawkAuthenticator(auth),
+        fill_scopes=expand_template,
+    )
+    app = make_app(api)
+
+    async def database_context(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await client.close()
+
+    app.cleanup_ctx.append(database_context)
+    return app

@@ -1,0 +1,65 @@
+"""A resolution that keeps failing cannot stall the dependency-resolver (issue 18,
+finding 9): the messages beside it are acknowledged, it is retried a few times and then
+moved to the dead-letter queue, with a log line and a count."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+import taskcluster
+
+from services.dependency_resolver.resolver import MAX_ATTEMPTS, Resolver
+from shared import db as dbmod
+from shared import resolution_queue
+from shared.broker import Broker
+from shared.config import Settings
+from shared.outbox import Outbox
+from shared.service import Runtime
+from shared.taskstore import TASKS, TaskStore
+from tests.conftest import poll_until
+
+
+@pytest.fixture
+async def runtime(
+    settings: Settings, mongo_db: dbmod.Database, broker: Broker
+) -> AsyncIterator[Runtime]:
+    own = settings.model_copy(update={"mongo_db": mongo_db.name, "resolver_queue_expires_s": 30})
+    yield Runtime(own, mongo_db, broker, TaskStore(mongo_db, Outbox(mongo_db, broker)))
+
+
+async def test_a_poison_resolution_is_dead_lettered_and_the_rest_acknowledged(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    poison, fine = taskcluster.slugId(), [taskcluster.slugId() for _ in range(3)]
+    # a task document no code can read: loading it raises, every time
+    await runtime.db[TASKS].insert_one({"_id": poison, "definition": "garbage", "runs": 7})
+    resolver = Resolver(runtime)
+    consuming = asyncio.create_task(resolver.consume())
+    try:
+        await asyncio.wait_for(resolver.ready.wait(), 30)
+        for task_id in [fine[0], poison, *fine[1:]]:
+            body = {"status": {"taskId": task_id}, "runId": 0}
+            await runtime.broker.publish("task-completed", f"primary.{task_id}", body)
+        dead_letters = await resolution_queue.declare_dead_letters(runtime.broker, runtime.settings)
+
+        async def dead_lettered() -> aio_pika.abc.AbstractIncomingMessage | None:
+            return await dead_letters.get(no_ack=True, fail=False)
+
+        message = await poll_until(dead_lettered, timeout_s=30, what="the poison dead-lettered")
+        assert json.loads(message.body)["status"]["taskId"] == poison
+        assert resolver.dead_lettered == 1
+        assert resolver.acked >= len(fine)  # the others were not held back by it
+    finally:
+        consuming.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consuming
+    logged = [r for r in caplog.records if getattr(r, "taskId", None) == poison]
+    assert any(getattr(r, "deadLettered", None) == 1 for r in logged)
+    assert any(getattr(r, "attempts", None) == MAX_ATTEMPTS for r in logged)
+    assert consuming.cancelled()  # it did not crash on the poison either

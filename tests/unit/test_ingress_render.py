@@ -1,0 +1,63 @@
+"""The ingress config (deploy/ingress/render.py) and how services read forwarded hosts."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from shared.auth.http import signed_host
+
+REPO = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("render", REPO / "deploy/ingress/render.py")
+assert _spec and _spec.loader
+render = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render)
+
+
+def _local(upstreams: dict[str, list[str]]) -> str:
+    return render.render(
+        upstreams, listen="8080", pid="/p", error_log="/e", access_log="/a", temp_dir="/t"
+    )
+
+
+def test_each_replica_is_a_server_of_its_service_s_upstream() -> None:
+    text = _local({"queue": ["10.0.0.1:8180", "10.0.0.2:8180"], "worker-manager": ["w:8181"]})
+    assert "server 10.0.0.1:8180;\n    server 10.0.0.2:8180;" in text
+    for prefix in ("/api/queue/", "/api/auth/", "/artifact-bytes/"):
+        assert f"location ^~ {prefix} {{\n      set $flotilla_service queue;" in text
+    assert "location = /api/queue {\n      set $flotilla_service queue;" in text
+    assert "proxy_pass http://flotilla_worker_manager;" in text
+    assert "Served here: queue, auth, worker-manager." in text
+    assert "/api/index/" not in text  # not run: answered by the catch-all 404
+
+
+def test_bad_upstreams_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown services"):
+        _local({"secrets": ["a:1"]})
+    with pytest.raises(ValueError, match="HOST:PORT"):
+        _local({"queue": ["a b;"]})
+
+
+def test_the_compose_config_is_the_rendered_one() -> None:
+    committed = (REPO / "deploy/ingress/compose.nginx.conf").read_text()
+    assert committed == render.render_compose(), (
+        "regenerate: python3 deploy/ingress/render.py --compose > deploy/ingress/compose.nginx.conf"
+    )
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "host", "expected"),
+    [
+        (None, "127.0.0.1:8180", "127.0.0.1:8180"),
+        ("tc.example:8080", "127.0.0.1:8180", "tc.example:8080"),
+        ("tc.example, inner:80", "127.0.0.1:8180", "tc.example"),
+        ("", "q:1", "q:1"),
+        (None, None, ""),
+    ],
+)
+def test_the_signed_host_is_the_first_forwarded_one(
+    forwarded: str | None, host: str | None, expected: str
+) -> None:
+    assert signed_host(forwarded, host) == expected
