@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = None
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
+    # The web console (services.web): where it listens (the ingress routes `/` to it).
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8185, ge=1, le=65535)
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""
