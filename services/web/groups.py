@@ -28,7 +28,13 @@ KEEPALIVE_S = 15.0
 async def group_page(request: web.Request) -> web.StreamResponse:
     group_id = request.match_info["taskGroupId"]
     queue = request.app[APIS].queue(session_of(request))
-    items = await list_task_group(queue, group_id)
+    live = request.app[LIVE]
+    token = await live.park(group_id)  # before listing: no event falls in between
+    try:
+        items = await list_task_group(queue, group_id)
+    except BaseException:
+        await live.release(token)
+        raise
     task_rows = sorted((rows.task_row(i) for i in items), key=lambda r: (r.name, r.task_id))
     layout = None
     if len(task_rows) <= GRAPH_LIMIT:
@@ -40,6 +46,7 @@ async def group_page(request: web.Request) -> web.StreamResponse:
         request,
         "group.html",
         group_id=group_id,
+        live_token=token,
         rows=task_rows,
         by_id=by_id,
         counts=rows.counts(task_rows),
@@ -56,20 +63,28 @@ def _event(name: str, data: Any) -> bytes:
 
 @routes.get("/tasks/groups/{taskGroupId}/events")
 async def group_events(request: web.Request) -> web.StreamResponse:
-    """Server-sent events: a snapshot of every task's state, then each change as the
-    queue's events arrive. Watching starts before the snapshot is read, so nothing that
-    happens between the page load and the stream is missed."""
+    """Server-sent events: each change as the queue's events arrive. The page's own
+    listing began after its inbox started watching, so the stream adopts that inbox (no
+    gap, no second listing); a reconnecting page gets a fresh snapshot instead (watching
+    starts before it is read, so again nothing is missed)."""
     group_id = request.match_info["taskGroupId"]
     queue = request.app[APIS].queue(session_of(request))
     await call(queue.getTaskGroup(group_id))  # the visitor may list this group
     live = request.app[LIVE]
-    inbox = await live.watch(group_id)
+    token = request.query.get("token", "")
+    inbox = await live.adopt(token, group_id) if token else None
+    adopted = inbox is not None
+    if inbox is None:
+        inbox = await live.watch(group_id)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"}
     )
     try:
         await response.prepare(request)
-        await response.write(_event("snapshot", await _snapshot(queue, group_id)))
+        if adopted:
+            await response.write(_event("ready", None))
+        else:
+            await response.write(_event("snapshot", await _snapshot(queue, group_id)))
         while True:
             try:
                 update = await asyncio.wait_for(inbox.get(), KEEPALIVE_S)
@@ -132,6 +147,10 @@ async def profiler_page(request: web.Request) -> web.StreamResponse:
 async def cancel_group(request: web.Request) -> web.StreamResponse:
     group_id = request.match_info["taskGroupId"]
     session = session_of(request)
-    await call(request.app[APIS].queue(session).cancelTaskGroup(group_id))
+    queue = request.app[APIS].queue(session)
+    # The queue cancels only sealed groups (as upstream): seal first, so no task can join
+    # after the cancellation. Both calls are idempotent.
+    await call(queue.sealTaskGroup(group_id))
+    await call(queue.cancelTaskGroup(group_id))
     log.info("task group cancelled", extra={"taskGroupId": group_id, "clientId": session.client_id})
     return see_other(f"/tasks/groups/{group_id}")

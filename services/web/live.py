@@ -9,8 +9,10 @@ marker (its page fetches a fresh snapshot) rather than stalling the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import secrets
 import uuid
 from typing import Any
 
@@ -27,6 +29,10 @@ from shared.routing import (
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 10_000
+# A page starts watching before it lists the group and hands its stream this long to
+# adopt the inbox (so nothing between the listing and the stream is lost, and a large
+# group is not listed twice).
+PARK_S = 60.0
 RESYNC: dict[str, Any] = {"resync": True}
 CLOSED: dict[str, Any] = {"closed": True}
 # Exchanges a watched group is bound to (task-priority-changed does not change the view).
@@ -66,12 +72,47 @@ class GroupEvents:
         self._queue: AbstractQueue | None = None
         self._watchers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._lock = asyncio.Lock()
+        self._parked: dict[str, tuple[str, asyncio.Queue[dict[str, Any]], float]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._queue = await self._broker.bind_queue(
             web_console_queue(uuid.uuid4().hex), [], durable=False, exclusive=True
         )
         await self._queue.consume(self._on_message, no_ack=True)
+        self._sweeper = asyncio.create_task(self._sweep_parked(), name="parked inbox sweeper")
+
+    async def park(self, task_group_id: str) -> str:
+        """Watch now, for a stream to adopt within PARK_S; returns the adoption token."""
+        inbox = await self.watch(task_group_id)
+        token = secrets.token_urlsafe(18)
+        deadline = asyncio.get_running_loop().time() + PARK_S
+        self._parked[token] = (task_group_id, inbox, deadline)
+        return token
+
+    async def release(self, token: str) -> None:
+        entry = self._parked.pop(token, None)
+        if entry is not None:
+            await self.unwatch(entry[0], entry[1])
+
+    async def adopt(self, token: str, task_group_id: str) -> asyncio.Queue[dict[str, Any]] | None:
+        """The parked inbox (with every event since `park`), or None if the token is
+        unknown, expired, already used or for another group."""
+        entry = self._parked.pop(token, None)
+        if entry is None:
+            return None
+        if entry[0] != task_group_id:
+            await self.unwatch(entry[0], entry[1])
+            return None
+        return entry[1]
+
+    async def _sweep_parked(self) -> None:
+        while True:
+            await asyncio.sleep(PARK_S / 4)
+            now = asyncio.get_running_loop().time()
+            for token in [t for t, (_, _, due) in self._parked.items() if due < now]:
+                with contextlib.suppress(Exception):
+                    await self.release(token)
 
     async def watch(self, task_group_id: str) -> asyncio.Queue[dict[str, Any]]:
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue(INBOX_SIZE)
@@ -98,6 +139,8 @@ class GroupEvents:
 
     def close(self) -> None:
         """Shutting down: every open stream ends now."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         for watchers in self._watchers.values():
             for inbox in watchers:
                 _offer(inbox, CLOSED)

@@ -141,7 +141,11 @@
   }
   const live = document.getElementById("live");
   if (!window.EventSource) return;
-  const source = new EventSource("/tasks/groups/" + encodeURIComponent(groupId) + "/events");
+  // The first connection adopts the inbox the server opened before it listed the group;
+  // EventSource's reconnects reuse the URL, find the token spent, and get a snapshot.
+  const source = new EventSource("/tasks/groups/" + encodeURIComponent(groupId) +
+    "/events?token=" + encodeURIComponent(table.dataset.liveToken || ""));
+  source.addEventListener("ready", () => { document.body.dataset.liveReady = "1"; });
   source.addEventListener("open", () => { live.classList.remove("off"); live.title = "live updates on"; });
   source.addEventListener("error", () => { live.classList.add("off"); live.title = "reconnecting"; });
   source.addEventListener("snapshot", (event) => {
