@@ -237,9 +237,17 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         "claim-expiry",
         "provisioner",
         "docker-worker",
+        "web",
     }
     assert services["dependency-resolver"]["deploy"]["replicas"] == 2
-    for name in ("queue", "dependency-resolver", "claim-expiry", "provisioner", "docker-worker"):
+    for name in (
+        "queue",
+        "dependency-resolver",
+        "claim-expiry",
+        "provisioner",
+        "docker-worker",
+        "web",
+    ):
         service = services[name]
         assert service["image"] == f"flotilla/{name}:latest"
         assert "flotilla-healthcheck" in service["healthcheck"]["test"]
