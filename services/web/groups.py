@@ -139,6 +139,7 @@ async def profiler_page(request: web.Request) -> web.StreamResponse:
         start=start,
         critical=path,
         on_path=set(path.task_ids),
+        names={t.task_id: t.name for t in timings},
         states={i["status"]["taskId"]: i["status"]["state"] for i in items},
     )
 
