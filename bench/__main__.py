@@ -17,6 +17,7 @@ from bench import (
     bench_graphs,
     bench_provisioner,
     bench_queue,
+    bench_web,
     bench_worker,
     suite,
 )
@@ -37,6 +38,7 @@ BENCHMARKS: dict[str, Callable[[], None]] = {
     "worker": bench_worker.main,
     "provisioner": bench_provisioner.main,
     "celery": _celery,
+    "web": bench_web.main,
 }
 
 if __name__ == "__main__":

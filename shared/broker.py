@@ -147,5 +147,11 @@ class Broker:
             await queue.bind(self._exchanges[binding.event], routing_key=binding.pattern)
         return queue
 
+    async def bind(self, queue: AbstractQueue, binding: Binding) -> None:
+        await queue.bind(self._exchanges[binding.event], routing_key=binding.pattern)
+
+    async def unbind(self, queue: AbstractQueue, binding: Binding) -> None:
+        await queue.unbind(self._exchanges[binding.event], routing_key=binding.pattern)
+
     async def close(self) -> None:
         await self._connection.close()

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     http_body_min_rate_bytes_s: float = Field(
         1024.0, gt=0, validation_alias=_env("HTTP_BODY_MIN_RATE")
     )
+    # The web console (services.web): where it listens (the ingress routes `/` to it).
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(8185, ge=1, le=65535)
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

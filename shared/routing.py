@@ -131,3 +131,21 @@ def index_queue(database: str) -> str:
 # indexed, as upstream) with the CC keys of `index.<namespace>` routes.
 INDEX_ROUTE_PREFIX = "index."
 INDEX_BINDING = "route.index.#"
+
+
+# Binding patterns of a subscriber that follows one task group (the web console).
+
+
+def task_group_tasks_pattern(task_group_id: str) -> str:
+    """Every task event of the group: `primary.*.*.*.*.*.*.*.<taskGroupId>.#`."""
+    return _join(("primary", *("*",) * 7, _word("taskGroupId", task_group_id), "#"))
+
+
+def task_group_events_pattern(task_group_id: str) -> str:
+    """The group's own events (task-group-resolved, ...): `primary.<taskGroupId>.#`."""
+    return _join(("primary", _word("taskGroupId", task_group_id), "#"))
+
+
+def web_console_queue(instance: str) -> str:
+    """A console replica's private (exclusive, auto-deleted) queue of task-group events."""
+    return f"flotilla/web/{instance}"

@@ -42,6 +42,9 @@ ROUTES: dict[str, tuple[str, ...]] = {
 COMPOSE_UPSTREAMS: dict[str, list[str]] = {
     "queue": ["queue:8180"],
     "worker-manager": ["provisioner:8181"],
+    "index": ["index:8182"],
+    "purge-cache": ["purge-cache:8183"],
+    "web": ["web:8185"],
 }
 
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:[0-9]{1,5}$")

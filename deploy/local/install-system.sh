@@ -7,5 +7,8 @@ source "$(dirname "$0")/common.sh"
 # (deploy/images, tests/integration/test_images.py). nginx: the ingress (deploy/ingress).
 install_packages Flotilla rabbitmq-server docker.io busybox-static iproute2 ca-certificates \
   patch curl debootstrap docker-compose nginx
+# Debian's Chromium: the web console's browser tests drive it headless through Playwright
+# (pointed at /usr/bin/chromium; Playwright never downloads a browser here).
+install_packages "the web console's browser tests" chromium
 command -v go >/dev/null || die "Go is needed to build FerretDB and is not on PATH"
 say "system packages present"

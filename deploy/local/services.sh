@@ -4,6 +4,8 @@
 source "$(dirname "$0")/common.sh"
 
 SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker index purge_cache object)
+# The web console (FLOTILLA_WEB_PORT, default 8185; the ingress routes `/` to it).
+SERVICES+=(web)
 PYTHON="$REPO_ROOT/.venv/bin/python"
 
 present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }

@@ -241,10 +241,11 @@ def test_compose_file_is_valid_and_complete(tmp_path: Path) -> None:
         "index",
         "purge-cache",
         "object",
+        "web",
     }
     assert services["dependency-resolver"]["deploy"]["replicas"] == 2
     services_built = ("queue", "dependency-resolver", "claim-expiry", "provisioner")
-    for name in (*services_built, "docker-worker", "index", "purge-cache", "object"):
+    for name in (*services_built, "docker-worker", "index", "purge-cache", "object", "web"):
         service = services[name]
         assert service["image"] == f"flotilla/{name}:latest"
         assert "flotilla-healthcheck" in service["healthcheck"]["test"]
