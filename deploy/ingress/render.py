@@ -44,6 +44,7 @@ COMPOSE_UPSTREAMS: dict[str, list[str]] = {
     "worker-manager": ["provisioner:8181"],
     "index": ["index:8182"],
     "purge-cache": ["purge-cache:8183"],
+    "object": ["object:8184"],
     "web": ["web:8185"],
 }
 

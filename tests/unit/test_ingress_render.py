@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import pytest
+import yaml
 
 from shared.auth.http import signed_host
 
@@ -45,6 +46,17 @@ def test_the_compose_config_is_the_rendered_one() -> None:
     assert committed == render.render_compose(), (
         "regenerate: python3 deploy/ingress/render.py --compose > deploy/ingress/compose.nginx.conf"
     )
+
+
+def test_every_service_the_compose_file_exposes_is_routed_by_its_ingress() -> None:
+    compose = yaml.safe_load((REPO / "deploy/compose.yaml").read_text())
+    exposed = {
+        f"{name}:{port}"
+        for name, service in compose["services"].items()
+        for port in service.get("expose", [])
+    }
+    routed = {server for servers in render.COMPOSE_UPSTREAMS.values() for server in servers}
+    assert exposed - routed == set()  # an API behind no route would answer 404
 
 
 @pytest.mark.parametrize(
