@@ -1,9 +1,10 @@
 """`object` artifacts and the object service, through the official client's helpers, on
 both byte stores (embedded in MongoDB, and S3 on moto's server).
 
-Real processes: the queue, the object service and, in front of both, nginx as the one
-root URL (`/api/object/` to the object service, the rest to the queue), because the
-client's `downloadArtifact` reaches the object service at the queue's root URL.
+Real processes: the queue, the object service and, in front of both, the ingress (nginx
+rendered from deploy/ingress/) as the one root URL (`/api/object/` to the object service,
+the queue's paths to the queue), because the client's `downloadArtifact` reaches the
+object service at the queue's root URL.
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import shutil
-import subprocess
 import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,6 +37,7 @@ from tests.conftest import (
     launch_service,
     stop_process,
 )
+from tests.ingress_support import launch_ingress
 from tests.integration.queue_support import (
     claim_one,
     client_with_scopes,
@@ -51,53 +50,11 @@ from tests.integration.test_queue_events import PREFIX, subscribe
 
 pytestmark = pytest.mark.timeout(120)
 
-NGINX_CONF = """
-worker_processes 1;
-daemon off;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log;
-events {{ worker_connections 256; }}
-http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  client_max_body_size 0;
-  proxy_http_version 1.1;
-  proxy_request_buffering off;
-  proxy_buffering off;
-  server {{
-    listen 127.0.0.1:{port};
-    proxy_set_header Host $http_host;
-    location /api/object/ {{ proxy_pass http://127.0.0.1:{object_port}; }}
-    location / {{ proxy_pass http://127.0.0.1:{queue_port}; }}
-  }}
-}}
-"""
-
 
 @dataclass(frozen=True)
 class Deployment:
     kind: str
     service: RunningService  # root_url: the ingress
-
-
-def _start_nginx(directory: Path, port: int, queue_port: int, object_port: int) -> Any:
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.path.exists(nginx):
-        pytest.fail("nginx is not installed (the ingress needs it: apt-get install nginx-light)")
-    directory.mkdir(parents=True, exist_ok=True)
-    conf = directory / "nginx.conf"
-    conf.write_text(
-        NGINX_CONF.format(dir=directory, port=port, queue_port=queue_port, object_port=object_port)
-    )
-    with (directory / "nginx.out").open("wb") as log:
-        return subprocess.Popen(
-            [nginx, "-c", str(conf), "-p", str(directory)], stdout=log, stderr=subprocess.STDOUT
-        )
 
 
 def _wait_ok(url: str, process: Any, what: str) -> None:
@@ -146,8 +103,13 @@ def deployment(
         processes.append(queue_process)
         processes.append(launch_service("object", directory, database=database, extra_env=env))
         _wait_ok(f"http://127.0.0.1:{object_port}/api/object/v1/ping", processes[-1], "object")
-        processes.append(_start_nginx(directory / "nginx", ingress_port, queue_port, object_port))
-        _wait_ok(f"{root_url}/api/object/v1/ping", processes[-1], "nginx")
+        ingress = launch_ingress(
+            {"queue": [f"127.0.0.1:{queue_port}"], "object": [f"127.0.0.1:{object_port}"]},
+            directory,
+            port=ingress_port,
+        )
+        processes.append(ingress.process)
+        _wait_ok(f"{root_url}/api/object/v1/ping", ingress.process, "ingress")
         yield Deployment(kind, replace(queue, root_url=root_url))
     finally:
         for process in reversed(processes):
