@@ -123,7 +123,10 @@ class ObjectApi:
         expires = now + rules.PUT_URL_TTL
         key = rules.store_key(record.name)
         return {
-            "url": self.bytes.upload_url(key, content_type=put.contentType, expires=expires),
+            # The declared length is signed in: the embedded store refuses any other.
+            "url": self.bytes.upload_url(
+                key, content_type=put.contentType, expires=expires, length=put.contentLength
+            ),
             "expires": format_ts(expires),
             # Sent verbatim by the client: the store checks both.
             "headers": {
