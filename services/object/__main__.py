@@ -23,6 +23,8 @@ def main() -> None:
         max_field_size=65536,  # certificates with many scopes make long Authorization headers
         # Object bytes are stored as sent: an encoded upload must not be inflated.
         auto_decompress=False,
+        # Also the time a new connection has to send its request headers (slowloris).
+        keepalive_timeout=settings.http_header_timeout_s,
     )
 
 

@@ -18,7 +18,7 @@ from services.object.expiry import run_expiry
 from services.object.records import ObjectRecords
 from shared import artifact_bytes
 from shared import db as dbmod
-from shared.api import Api, make_app
+from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
 from shared.auth.store import AuthStore, StaticClient
@@ -49,7 +49,10 @@ def build_app(settings: Settings) -> web.Application:
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )
-    app = make_app(api)
+    # Signed PUTs stream bytes here: a body that trickles in is cut off, as at the queue.
+    app = make_app(
+        api, body_pace=BodyPace(settings.http_body_grace_s, settings.http_body_min_rate_bytes_s)
+    )
     app.router.add_routes(byte_store.routes())
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import os
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -47,6 +48,7 @@ from tests.integration.queue_support import (
     worker_queue,
 )
 from tests.integration.test_queue_events import PREFIX, subscribe
+from tests.integration.test_slow_clients import forever, trickle
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -55,6 +57,7 @@ pytestmark = pytest.mark.timeout(120)
 class Deployment:
     kind: str
     service: RunningService  # root_url: the ingress
+    object_url: str  # the object service's own port: for the slow-client test only
 
 
 def _wait_ok(url: str, process: Any, what: str) -> None:
@@ -101,7 +104,11 @@ def deployment(
             directory, database=database, port=queue_port, token=token, extra_env=env
         )
         processes.append(queue_process)
-        processes.append(launch_service("object", directory, database=database, extra_env=env))
+        # A body must keep up 10 kB/s after 1 s (the slow-upload test); the rest is fast.
+        slow_bodies = {"FLOTILLA_HTTP_BODY_GRACE": "1", "FLOTILLA_HTTP_BODY_MIN_RATE": "10000"}
+        processes.append(
+            launch_service("object", directory, database=database, extra_env=env | slow_bodies)
+        )
         _wait_ok(f"http://127.0.0.1:{object_port}/api/object/v1/ping", processes[-1], "object")
         ingress = launch_ingress(
             {"queue": [f"127.0.0.1:{queue_port}"], "object": [f"127.0.0.1:{object_port}"]},
@@ -110,7 +117,7 @@ def deployment(
         )
         processes.append(ingress.process)
         _wait_ok(f"{root_url}/api/object/v1/ping", ingress.process, "ingress")
-        yield Deployment(kind, replace(queue, root_url=root_url))
+        yield Deployment(kind, replace(queue, root_url=root_url), f"http://127.0.0.1:{object_port}")
     finally:
         for process in reversed(processes):
             stop_process(process)
@@ -304,6 +311,31 @@ def test_bad_input_is_refused_and_changes_nothing(deployment: Deployment) -> Non
     # finished objects are immutable
     assert rest_error(create).status_code == 409
     assert rest_error(objects.finishUpload, name, {**finish, "hashes": wrong}).status_code == 409
+
+
+def test_a_trickled_put_to_a_signed_object_url_is_cut_off(deployment: Deployment) -> None:
+    if deployment.kind != "gridfs":
+        pytest.skip("S3 serves its own presigned URLs")
+    objects = taskcluster.Object(deployment.service.client_options())
+    name = f"slow/{uuid.uuid4().hex}"
+    body = {
+        "projectId": "p",
+        "uploadId": taskcluster.slugId(),
+        "expires": taskcluster.fromNowJSON("1 hour"),
+        "proposedUploadMethods": {
+            "putUrl": {"contentType": "text/plain", "contentLength": 100_000}
+        },
+    }
+    url = objects.createUpload(name, body)["uploadMethod"]["putUrl"]["url"]
+    parts = urllib.parse.urlsplit(url)
+    head = (
+        f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        "Content-Type: text/plain\r\nContent-Length: 100000\r\n\r\n"
+    )
+    cut, answer = trickle(deployment.object_url, head, forever(b"x"))
+    assert cut and answer.startswith(b"HTTP/1.1 408"), answer
+    finish = {"projectId": "p", "uploadId": body["uploadId"]}
+    assert rest_error(objects.finishUpload, name, finish).status_code == 400  # nothing stored
 
 
 def test_queue_object_artifacts_refuse_bad_finishes(deployment: Deployment) -> None:
