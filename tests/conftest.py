@@ -223,8 +223,10 @@ def launch_service(
     *,
     database: str,
     extra_env: dict[str, str] | None = None,
+    ready_event: str | None = "service ready",
 ) -> subprocess.Popen[bytes]:
-    """Start a background service (`services.<module>`) against `database`."""
+    """Start a background service (`services.<module>`) against `database`; return once
+    it logged `ready_event` (None: the caller waits for readiness its own way)."""
     log_path = directory / f"{module}-{uuid.uuid4().hex[:6]}.log"
     env = {
         **os.environ,
@@ -241,7 +243,8 @@ def launch_service(
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
-    wait_for_log_event(process, log_path, "service ready", what=f"services.{module}")
+    if ready_event is not None:
+        wait_for_log_event(process, log_path, ready_event, what=f"services.{module}")
     return process
 
 
