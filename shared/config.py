@@ -115,6 +115,10 @@ class Settings(BaseSettings):
     # The web console (services.web): where it listens (the ingress routes `/` to it).
     web_host: str = "127.0.0.1"
     web_port: int = Field(8185, ge=1, le=65535)
+    # Every background loop's failure budget: this many failed passes in a row, failing
+    # for at least this long, and the process exits 70 for its supervisor to restart.
+    loop_failures: int = Field(5, ge=1, validation_alias=_env("LOOP_FAILURES"))
+    loop_failing_s: float = Field(30.0, ge=0, validation_alias=_env("LOOP_FAILING"))
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

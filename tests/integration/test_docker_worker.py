@@ -36,6 +36,7 @@ from shared.config import Settings
 from tests.conftest import (
     RunningService,
     _drop_database,
+    assert_alive,
     launch_queue,
     launch_service,
     poll_until,
@@ -520,6 +521,7 @@ async def test_a_task_longer_than_its_claim_is_kept_by_reclaiming(
             status = (await queue.status(task_id))["status"]
         assert run["state"] == "completed", run
         assert len(status["runs"]) == 1  # never expired, never retried
+        assert_alive(expiry, "claim-expiry")  # a dead one would have expired nothing
     finally:
         stop_process(expiry)
         stop_process(process)
