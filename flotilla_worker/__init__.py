@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from flotilla_worker import cli
 from flotilla_worker.context import (
     MalformedPayload,
     TaskContext,
@@ -39,6 +40,7 @@ from flotilla_worker.settings import SettingsError, WorkerSettings
 from flotilla_worker.worker import Worker, open_worker
 
 __all__ = [
+    "cli",
     "Ending",
     "Handler",
     "MalformedPayload",

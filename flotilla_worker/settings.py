@@ -22,6 +22,40 @@ ENV_FALLBACKS: dict[str, tuple[str, ...]] = {
 }
 
 
+HELP = {
+    "root_url": "the Taskcluster root URL",
+    "task_queue_id": "the task queue to claim from: <provisionerId>/<workerType>",
+    "worker_group": "this worker's group",
+    "worker_id": "this worker's id",
+    "client_id": "client id (unless registering with a worker pool)",
+    "access_token": "access token of client_id",
+    "certificate": "certificate, for temporary credentials",
+    "capacity": "how many tasks to run at once",
+    "after_idle_s": "shut down after this many seconds without tasks (unset: never)",
+    "claim_error_backoff_s": "pause after a failed claimWork call",
+    "reclaim_divisor": "reclaim at (takenUntil - now) / this",
+    "status_probe_interval_s": "how often a running task's status is read (cancellation)",
+    "live_log": "serve each task's live log over HTTP and upload the backing log",
+    "live_log_bind_host": "address the live-log HTTP server listens on",
+    "live_log_port": "port of the live-log HTTP server (0: any free port)",
+    "live_log_public_hostname": "host name in the live-log URLs",
+    "work_root": "directory for per-run files (unset: the system temp dir)",
+    "upload_attempts": "attempts per artifact upload",
+    "upload_backoff_s": "first pause between upload attempts",
+    "artifact_storage": "s3 or object",
+    "shutdown_grace_s": "on SIGTERM, how long tasks get to report worker-shutdown",
+    "default_max_run_time_s": "maxRunTime of tasks whose payload has none (unset: none)",
+    "worker_node_type": "instance type shown in task logs",
+    "worker_version": "version shown in task logs",
+    "provider_id": "register with the worker pool through this provider",
+    "worker_pool_id": "the worker pool to register with (default: task_queue_id)",
+    "static_secret": "the static provider's per-worker secret",
+    "registration_token": "the registration token a launching provider gave",
+    "worker_manager_url": "root URL of Worker-Manager (default: root_url)",
+    "terminate_check_interval_s": "how often a registered worker asks shouldWorkerTerminate",
+}
+
+
 class SettingsError(ValueError):
     """A setting is missing or unusable; the message names it."""
 
@@ -132,7 +166,9 @@ class WorkerSettings:
         return cls(**values)
 
 
-def _convert(name: str, hint: Any, text: str) -> Any:
+def _convert(name: str, hint: Any, text: Any) -> Any:
+    if not isinstance(text, str):
+        return text
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     kind = next((t for t in options if t is not type(None)), str)
     try:

@@ -3,7 +3,7 @@
 # settings in $FLOTILLA_HOME/env. Only services whose code exists are started.
 source "$(dirname "$0")/common.sh"
 
-SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker)
+SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker process_worker)
 PYTHON="$REPO_ROOT/.venv/bin/python"
 
 present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }
@@ -16,6 +16,11 @@ args_for() {
       echo --task-queue-id=flotilla/local --worker-group=local --worker-id=local-1 \
         --cache-root="$FLOTILLA_HOME/worker/caches" --work-root="$FLOTILLA_HOME/worker/work" \
         --capacity="${FLOTILLA_WORKER_CAPACITY:-2}"
+      ;;
+    process_worker)  # tasks as native processes (generic-worker payloads)
+      echo --task-queue-id=flotilla/process --worker-group=local --worker-id=process-1 \
+        --cache-root="$FLOTILLA_HOME/process-worker/caches" \
+        --work-root="$FLOTILLA_HOME/process-worker/work" --capacity=2
       ;;
   esac
 }
