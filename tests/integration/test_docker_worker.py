@@ -359,7 +359,11 @@ async def test_live_log_streams_while_running_and_cancel_stops_the_container_wit
     assert stop_s < 2.0
     run = await run_state(queue, task_id, 0)
     assert (run["state"], run["reasonResolved"]) == ("exception", "canceled")
-    assert "public/logs/live_backing.log" not in await artifacts_of(queue, task_id)
+    # issue 20: a cancelled run keeps its log (backing log uploaded, live.log linked to it)
+    listed = await artifacts_of(queue, task_id)
+    assert listed["public/logs/live_backing.log"] == "s3"
+    assert listed["public/logs/live.log"] == "link"
+    assert "started-marker" in await artifact_text(queue, task_id, "public/logs/live.log")
     await containers_gone(docker_client, **{RUN_LABEL: f"{task_id}/0"})
 
 
