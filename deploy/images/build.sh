@@ -129,13 +129,14 @@ PY
   echo "$dir"
 }
 
-# The build context CTX: wheels, the code (services, shared, cli) and the healthcheck.
+# The build context CTX: wheels, the code (services, shared, cli, flotilla_worker) and the
+# healthcheck.
 # Made afresh each time (small); unchanged files hit the builder's cache.
 prepare_context() {
   local wheels=$1 ctx=$2
   mkdir -p "$ctx/app" "$ctx/wheels"
   cp -l "$wheels"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheels"/*.whl "$ctx/wheels/"
-  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -c services shared cli \
+  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -c services shared cli flotilla_worker \
     | tar -C "$ctx/app" -x
   cp "$REPO_ROOT/deploy/images/healthcheck.py" "$ctx/healthcheck.py"
 }
