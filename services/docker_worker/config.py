@@ -65,6 +65,7 @@ HELP = {
     "cache_root": "directory of the task caches (bind-mounted into containers)",
     "work_root": "directory for per-run files (unset: the system temp dir)",
     "docker_url": "the Docker engine's API URL",
+    "purge_cache_url": "purge-cache's root URL when not behind the root URL (unset: root URL)",
     "allow_privileged": "allow privileged containers (tasks also need the scope)",
     "features": "comma-separated features this worker offers",
     "pull_attempts": "attempts per image pull",
