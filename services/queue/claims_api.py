@@ -258,8 +258,29 @@ class ClaimsApi:
                     claimed=recent,
                 )
             )
+        if claimed and _client_gone(call):
+            # The worker hung up as its tasks arrived: they would sit `running` until the
+            # claim expired. They go back to pending now.
+            await asyncio.shield(self._give_back(claimed, body.workerGroup, body.workerId))
+            return {"tasks": []}
         claimed = await self.store.complete(claimed)
         return {"tasks": [self._claim_body(r, len(r.runs) - 1, with_task=True) for r in claimed]}
+
+    async def _give_back(
+        self, claimed: list[TaskRecord], worker_group: str, worker_id: str
+    ) -> None:
+        for record in claimed:
+            run_id = len(record.runs) - 1
+            await self.store.mutate(
+                record.task_id,
+                lambda r, run_id=run_id: transitions.unclaim(  # type: ignore[misc]
+                    r, run_id, worker_group=worker_group, worker_id=worker_id, now=utcnow()
+                ),
+            )
+            log.warning(
+                "claimWork's client hung up: run back to pending",
+                extra={"taskId": record.task_id, "runId": run_id},
+            )
 
     async def claim_task(self, call: Call) -> dict[str, Any]:
         task_id, run_id = call.params["taskId"], int(call.params["runId"])
