@@ -414,11 +414,14 @@ def test_task_queue_page_counts_and_charts_pending_work(
     task_queue_id = new_task_queue_id()
     for _ in range(2):
         queue.createTask(taskcluster.slugId(), task_definition(task_queue_id))
+    claim(queue, task_queue_id)  # a worker shows up: the queue now knows the task queue
     page = signed_in
     page.goto(f"{console}/provisioners")
     expect(
         page.locator(f'a[href="/provisioners/{task_queue_id.replace("/", "/worker-types/")}"]')
     ).to_have_count(1)
     page.goto(f"{console}/provisioners/{task_queue_id.replace('/', '/worker-types/')}")
-    expect(page.locator("#pending-now")).to_have_text("2")
+    expect(page.locator("#pending-now")).to_have_text("1")
+    expect(page.locator("#claimed-now")).to_have_text("1")
+    expect(page.locator("table.workers")).to_contain_text("web-tests/w1")
     expect(page.locator("#chart polyline.pending")).not_to_have_attribute("points", "")
