@@ -121,3 +121,14 @@ def test_session_cookie_round_trips_and_refuses_tampering() -> None:
     assert codec.decode(None) is None
     assert csrf_ok(signed, signed.csrf)
     assert not csrf_ok(signed, None) and not csrf_ok(signed, "x") and not csrf_ok(None, "x")
+
+
+def test_yaml_dates_go_back_to_the_queue_in_the_protocol_form() -> None:
+    from services.web.tasks import _jsonable
+
+    parsed = {"created": datetime(2026, 1, 2, 3, 4, 5, 678000), "tags": [{"d": T0}], "n": 1}
+    assert _jsonable(parsed) == {
+        "created": "2026-01-02T03:04:05.678Z",
+        "tags": [{"d": "2026-01-01T00:00:00.000Z"}],
+        "n": 1,
+    }
