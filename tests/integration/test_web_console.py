@@ -323,7 +323,7 @@ def test_anonymous_visitors_get_no_actions_and_forged_posts_are_refused(
     for path in (f"/tasks/{task_id}", f"/tasks/groups/{group}", "/tasks/create"):
         page.goto(console + path)
         expect(page.locator("#sign-in")).to_be_visible()
-        for action in ("#cancel-task", "#rerun-task", "#cancel-group"):
+        for action in ("#cancel-task", "#rerun-task", "#cancel-group", "#create-submit"):
             expect(page.locator(action)).to_have_count(0)
     # The default anonymous role may not read tasks: the page says so and asks to sign in.
     page.goto(f"{console}/tasks/{task_id}")
