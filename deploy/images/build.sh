@@ -12,6 +12,9 @@
 #      installs them with `pip install --no-index`, so `docker build` needs no network.
 #   3. deploy/images/Dockerfile, one target per service, tagged flotilla/<service>:latest
 #      (FLOTILLA_IMAGE_TAG overrides the tag).
+#   4. With no arguments (or `standins`), also the stand-ins for compose's server images
+#      (deploy/standin/): flotilla/mongo-standin (our FerretDB build) and
+#      flotilla/rabbitmq-standin (Debian's rabbitmq-server), on the same base.
 source "$(dirname "$0")/../local/common.sh"
 
 SERVICES=(queue dependency-resolver claim-expiry provisioner docker-worker index purge-cache)
@@ -150,6 +153,27 @@ docker_build() {
   fi
 }
 
+# Stand-ins for mongo:7 and rabbitmq:3-management (deploy/standin/Dockerfile), for hosts
+# that cannot pull them; deploy/compose.standin.yaml swaps them in. The FerretDB binary is
+# the one deploy/local/ferretdb.sh builds; rabbitmq-server comes from the Debian mirror
+# (the build uses the host's network for apt, as debootstrap does; no registry).
+STANDINS=(mongo-standin rabbitmq-standin)
+build_standins() {
+  local base=$1 ctx target
+  "$REPO_ROOT/deploy/local/ferretdb.sh" build
+  ctx=$(mktemp -d "$CACHE/standin.XXXXXX")
+  cp "$BIN_DIR/flotilla-ferretdb" "$REPO_ROOT/deploy/standin/healthcheck.py" \
+    "$REPO_ROOT/deploy/standin/rabbitmq-start.sh" "$ctx/"
+  for target in "${STANDINS[@]}"; do
+    say "building flotilla/$target:$TAG (base $base)"
+    docker_build --network host -f "$REPO_ROOT/deploy/standin/Dockerfile" \
+      --build-arg "BASE_IMAGE=$base" --target "$target" -t "flotilla/$target:$TAG" "$ctx" \
+      >>"$LOG_DIR/images-build.log" 2>&1 \
+      || { rm -rf "$ctx"; die "building flotilla/$target failed, see $LOG_DIR/images-build.log"; }
+  done
+  rm -rf "$ctx"
+}
+
 main() {
   local targets=("$@") base wheels svc
   ((${#targets[@]})) || targets=("${SERVICES[@]}")
@@ -170,6 +194,7 @@ main() {
       || die "building flotilla/$svc failed, see $LOG_DIR/images-build.log"
   done
   say "images: $(printf 'flotilla/%s:'"$TAG"' ' "${targets[@]}")"
+  if (($# == 0)); then build_standins "$base"; fi
 }
 
 # One build at a time (make images and the image test may overlap): they share the cache.
@@ -179,5 +204,6 @@ flock 9
 case "${1:-}" in
   base) build_offline_base ;;
   wheels) build_wheels ;;
+  standins) build_standins "$(choose_base)" ;;
   *) main "$@" ;;
 esac
