@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,7 +42,15 @@ class Settings(BaseSettings):
     worker_activity_resolution_s: float = Field(
         60.0, gt=0, validation_alias=_env("WORKER_ACTIVITY_RESOLUTION")
     )
-    artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    # "mongodb": the bytes in MongoDB, in chunks addressed by `_id` (not GridFS, whose
+    # layout it borrows); "gridfs" is that store's old name, still accepted.
+    artifact_store: Literal["mongodb", "gridfs", "s3"] = "mongodb"
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _old_store_name(cls, value: str) -> str:
+        return "mongodb" if value == "gridfs" else value
+
     # The largest artifact the embedded store accepts (bytes): a declared contentLength
     # above it is refused at createArtifact, an upload growing past it is cut off.
     artifact_max_bytes: int = Field(5 * 1024**3, ge=1, validation_alias=_env("ARTIFACT_MAX_BYTES"))

@@ -77,9 +77,19 @@ def build_app(settings: Settings) -> web.Application:
         claim_work_wait_s=settings.claim_work_wait_s,
     )
     byte_store = artifact_bytes.open_store(settings, database)
+
+    async def mongodb_answers() -> None:
+        await database.command("ping")
+
+    async def rabbitmq_connected() -> None:
+        broker = outbox.broker
+        if not isinstance(broker, Broker) or broker.channel.is_closed:
+            raise ConnectionError("no open channel to RabbitMQ")
+
+    checks = {"mongodb": mongodb_answers, "rabbitmq": rabbitmq_connected}
     queue_api = Api(
         "/api/queue/v1",
-        monitoring.endpoints()
+        monitoring.endpoints(checks)
         + TasksApi(context).endpoints()
         + GroupsApi(context).endpoints()
         + ClaimsApi(context).endpoints()
@@ -91,7 +101,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     auth_api = Api(
         "/api/auth/v1",
-        monitoring.endpoints() + AuthApi(store).endpoints(),
+        monitoring.endpoints(checks) + AuthApi(store).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
