@@ -190,10 +190,9 @@ class ClaimsApi:
         except BaseException:
             await asyncio.shield(delivery.give_back())
             raise
-        if not outcome.changed and not delivery.redelivered:
-            # This worker already holds the run (through claimTask): a stale message. A
-            # redelivered one is different: the replica that claimed it for this worker
-            # died before answering, so the worker hears of its claim now.
+        if not outcome.changed:
+            # This worker already holds the run (claimTask, or a claim whose ack was lost):
+            # the message is stale; never hand one run out twice.
             await self._skip(delivery)
             return False
         await delivery.ack()
