@@ -65,7 +65,6 @@ class AuthResult:
         return self.scope_set.satisfies(expr)
 
 
-
 @dataclass(frozen=True, slots=True)
 class _Credentials:
     key: str
