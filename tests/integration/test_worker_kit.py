@@ -322,3 +322,53 @@ async def test_sigterm_reports_worker_shutdown_with_the_log(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_static_worker_registers_with_its_secret_and_keeps_running(
+    platform: Platform, settings: Settings, tmp_path: Path
+) -> None:
+    """Registration through Worker-Manager (static provider): no client credentials of its
+    own; shouldWorkerTerminate is asked between claims, and an error answer (e.g. a
+    Worker-Manager without that endpoint) means keep running."""
+    from tests.integration.test_provisioner import pool_body, start_provisioner
+
+    database = f"test_kit_prov_{uuid.uuid4().hex[:8]}"
+    prov = start_provisioner(platform, tmp_path / "prov", database, "http://127.0.0.1:9")
+    try:
+        manager = prov.manager(platform)
+        tq, secret = new_task_queue_id(), uuid.uuid4().hex + uuid.uuid4().hex
+        await asyncio.to_thread(manager.createWorkerPool, tq, pool_body("static"))
+        info = {
+            "providerInfo": {"staticSecret": secret},
+            "expires": taskcluster.stringDate(taskcluster.fromNow("1 day")),
+        }
+        await asyncio.to_thread(manager.createWorker, tq, "rack", "box-1", info)
+        config = WorkerSettings(
+            root_url=platform.queue.root_url,
+            task_queue_id=tq,
+            worker_group="rack",
+            worker_id="box-1",
+            provider_id="static",
+            static_secret=secret,
+            worker_manager_url=prov.url,
+            terminate_check_interval_s=0.1,
+            work_root=tmp_path / "work",
+        )
+
+        async def hello(task: TaskContext) -> None:
+            task.log.line(f"hello {task.task_id}")
+
+        async with queue_client(platform.queue) as queue, kit_worker(config, hello) as worker:
+            client_id = worker.deps.worker_queue.options["credentials"]["clientId"]
+            if isinstance(client_id, bytes):  # the client keeps credentials as bytes
+                client_id = client_id.decode()
+            assert client_id == f"worker/static/{tq}/rack/box-1"  # registerWorker's
+            first = await submit(queue, tq, {"maxRunTime": 30})
+            assert (await resolved(queue, first))["state"] == "completed"
+            second = await submit(queue, tq, {"maxRunTime": 30})  # still claiming
+            assert (await resolved(queue, second))["state"] == "completed"
+            run = await run_state(queue, first)
+            assert (run["workerGroup"], run["workerId"]) == ("rack", "box-1")
+    finally:
+        stop_process(prov.process)
+        _drop_database(settings.mongo_url, database)
