@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.process_worker.engine import task_environment
+from services.process_worker.engine import live_log_name, task_environment
 from services.process_worker.mounts import MountError, inside
 from services.process_worker.payload import (
     ArtifactContent,
@@ -86,3 +86,10 @@ def test_settings_come_from_flags_environment_and_a_yaml_file(tmp_path: Path) ->
     assert "where caches live (default: " in help_text
     assert "env FLOTILLA_WORKER_CACHE_ROOT)" in help_text
     assert "(default: 86400; env FLOTILLA_WORKER_MAX_TASK_RUN_TIME_S)" in help_text
+
+
+def test_the_live_log_follows_logs_live_and_features_live_log() -> None:
+    assert live_log_name({"payload": {}}) == "public/logs/live.log"
+    assert live_log_name({"payload": {"logs": {"live": "x/l.log"}}}) == "x/l.log"
+    assert live_log_name({"payload": {"features": {"liveLog": False}}}) is None
+    assert live_log_name({"payload": "junk"}) == "public/logs/live.log"
