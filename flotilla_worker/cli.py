@@ -30,7 +30,10 @@ def _flag(name: str) -> str:
 
 def _describe(name: str, default: Any, description: str) -> str:
     variables = ", ".join((ENV_PREFIX + name.upper(), *ENV_FALLBACKS.get(name, ())))
-    shown = "required" if default is dataclasses.MISSING else f"default: {default!r}"
+    if default is dataclasses.MISSING:
+        shown = "required"
+    else:
+        shown = "unset" if default is None else f"default: {default}"
     return f"{description} ({shown}; env {variables})".replace("%", "%%")
 
 

@@ -18,7 +18,7 @@ import taskcluster.aio
 
 from flotilla_worker import SettingsError, Worker, WorkerSettings, cli, open_worker
 from services.process_worker.caches import Caches
-from services.process_worker.engine import EngineDeps, ProcessEngine
+from services.process_worker.engine import EngineDeps, ProcessEngine, live_log_name
 from shared import logs
 
 EXTRAS: dict[str, cli.Extra] = {
@@ -49,7 +49,9 @@ async def open_process_worker(
                 worker_env=dict(environ),
             )
         )
-        async with open_worker(settings, engine, stop_noun="process") as worker:
+        async with open_worker(
+            settings, engine, log_name=live_log_name, stop_noun="process"
+        ) as worker:
             yield worker
 
 

@@ -80,6 +80,18 @@ def upstream_variables(task: TaskContext, task_dir: Path) -> dict[str, str]:
     }
 
 
+def live_log_name(task: Mapping[str, Any]) -> str | None:
+    """generic-worker's `logs.live` (default `public/logs/live.log`), or None when the task
+    turns `features.liveLog` off. Read leniently: a malformed payload still gets its log."""
+    payload = task.get("payload") if isinstance(task.get("payload"), dict) else {}
+    features = payload.get("features") if isinstance(payload.get("features"), dict) else {}
+    if features.get("liveLog", True) is False:
+        return None
+    logs = payload.get("logs") if isinstance(payload.get("logs"), dict) else {}
+    live = logs.get("live")
+    return live if isinstance(live, str) and live else "public/logs/live.log"
+
+
 class ProcessEngine:
     def __init__(self, deps: EngineDeps) -> None:
         self.deps = deps

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +23,8 @@ from flotilla_worker import Worker, WorkerSettings
 from services.process_worker.__main__ import EXTRAS, open_process_worker
 from tests.conftest import Platform, RunningService, poll_until
 from tests.integration.queue_support import new_task_queue_id, task_definition
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextlib.asynccontextmanager
@@ -217,3 +222,44 @@ async def test_a_cache_is_kept_between_tasks_and_purged_by_on_exit_status(
             assert "Exit Code: 5" in await log_of(queue, read)  # it found the first task's file
             fresh = await submit(queue, tq, sh("test ! -e cache/f", mounts=cache))
             assert (await resolved(queue, fresh))["state"] == "completed"
+
+
+async def test_python_m_services_process_worker_runs_tasks_and_stops_on_sigterm(
+    queue_service: RunningService, tmp_path: Path
+) -> None:
+    """The composition root, as `make up` starts it (flags; credentials from TASKCLUSTER_*)."""
+    tq = new_task_queue_id()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TASKCLUSTER_", "FLOTILLA_"))}
+    env.update(
+        TASKCLUSTER_ROOT_URL=queue_service.root_url,
+        TASKCLUSTER_CLIENT_ID=queue_service.root_client_id,
+        TASKCLUSTER_ACCESS_TOKEN=queue_service.root_access_token,
+    )
+    argv = [
+        f"--task-queue-id={tq}",
+        "--worker-group=local",
+        "--worker-id=process-1",
+        f"--cache-root={tmp_path / 'caches'}",
+        f"--work-root={tmp_path / 'work'}",
+        "--capacity=2",
+    ]
+    log_path = tmp_path / "process-worker.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(  # noqa: ASYNC220 (a one-off spawn)
+            [sys.executable, "-m", "services.process_worker", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        async with queue_client(queue_service) as queue:
+            task_id = await submit(queue, tq, sh('echo "secret=$TASKCLUSTER_ACCESS_TOKEN"'))
+            assert (await resolved(queue, task_id))["state"] == "completed", log_path.read_text()
+            assert "secret=\n" in await log_of(queue, task_id)  # the worker's token stays its own
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 15) == 0, log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -251,34 +251,59 @@ async def test_max_run_time_fails_the_run_without_its_artifacts(
         assert "public/partial.txt" not in await artifact_names(queue, task_id)
 
 
-async def test_a_lost_claim_reclaim_409_stops_the_handler_and_reports_nothing(
-    settings: Settings, tmp_path: Path
-) -> None:
-    # 3 s claims: the reclaim comes after ~1.5 s. Status probes are off, so only the
-    # reclaim's 409 can tell the worker its run was cancelled.
+@pytest.fixture(scope="module")
+def fast_queue(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A queue of its own with 3 s claims and 1 s claimWork long polls."""
     database = f"test_kit_{uuid.uuid4().hex[:8]}"
+    env = {"FLOTILLA_CLAIM_TIMEOUT": "3", "FLOTILLA_CLAIM_WORK_WAIT": "1"}
     service, process = launch_queue(
-        tmp_path, database=database, extra_env={"FLOTILLA_CLAIM_TIMEOUT": "3"}
+        tmp_path_factory.mktemp("fastq"), database=database, extra_env=env
     )
     try:
-        tq, sleeper = new_task_queue_id(), Sleeper()
-        config = kit_settings(service, tmp_path, tq, status_probe_interval_s=3600)
-        async with queue_client(service) as queue, kit_worker(config, sleeper) as worker:
-            task_id = await submit(queue, tq, {"maxRunTime": 600})
-            await asyncio.wait_for(sleeper.started.wait(), 20)
-            await queue.cancelTask(task_id)
-
-            async def idle() -> bool:
-                return not worker.runs
-
-            await poll_until(idle, timeout_s=10, what="the run to end on the reclaim's 409")
-            assert sleeper.cancelled == [True]
-            (run,) = (await queue.status(task_id))["status"]["runs"]
-            assert (run["state"], run["reasonResolved"]) == ("exception", "canceled")
-            await log_ends_linked(queue, task_id)
+        yield service
     finally:
         stop_process(process)
         _drop_database(settings.mongo_url, database)
+
+
+async def test_a_lost_claim_reclaim_409_stops_the_handler_and_reports_nothing(
+    fast_queue: RunningService, tmp_path: Path
+) -> None:
+    # The reclaim comes after ~1.5 s. Status probes are off, so only the reclaim's 409 can
+    # tell the worker its run was cancelled.
+    tq, sleeper = new_task_queue_id(), Sleeper()
+    config = kit_settings(fast_queue, tmp_path, tq, status_probe_interval_s=3600)
+    async with queue_client(fast_queue) as queue, kit_worker(config, sleeper) as worker:
+        task_id = await submit(queue, tq, {"maxRunTime": 600})
+        await asyncio.wait_for(sleeper.started.wait(), 20)
+        await queue.cancelTask(task_id)
+
+        async def idle() -> bool:
+            return not worker.runs
+
+        await poll_until(idle, timeout_s=10, what="the run to end on the reclaim's 409")
+        assert sleeper.cancelled == [True]
+        (run,) = (await queue.status(task_id))["status"]["runs"]
+        assert (run["state"], run["reasonResolved"]) == ("exception", "canceled")
+        await log_ends_linked(queue, task_id)
+
+
+async def test_an_idle_worker_stops_by_itself_after_its_last_task(
+    fast_queue: RunningService, tmp_path: Path
+) -> None:
+    tq = new_task_queue_id()
+    config = kit_settings(fast_queue, tmp_path, tq, after_idle_s=1.0)
+
+    async def quick(task: TaskContext) -> None:
+        task.log.line("quick")
+
+    async with queue_client(fast_queue) as queue, open_worker(config, quick) as worker:
+        task_id = await submit(queue, tq, {"maxRunTime": 30})
+        loop = asyncio.create_task(worker.run())
+        assert (await resolved(queue, task_id))["state"] == "completed"
+        # idle is checked between claimWork calls (never during one)
+        await asyncio.wait_for(loop, 20)
+        assert not worker.runs and len(worker.finished) == 1
 
 
 SLEEPY_WORKER = """
@@ -322,3 +347,53 @@ async def test_sigterm_reports_worker_shutdown_with_the_log(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_static_worker_registers_with_its_secret_and_keeps_running(
+    platform: Platform, settings: Settings, tmp_path: Path
+) -> None:
+    """Registration through Worker-Manager (static provider): no client credentials of its
+    own; shouldWorkerTerminate is asked between claims, and an error answer (e.g. a
+    Worker-Manager without that endpoint) means keep running."""
+    from tests.integration.test_provisioner import pool_body, start_provisioner
+
+    database = f"test_kit_prov_{uuid.uuid4().hex[:8]}"
+    prov = start_provisioner(platform, tmp_path / "prov", database, "http://127.0.0.1:9")
+    try:
+        manager = prov.manager(platform)
+        tq, secret = new_task_queue_id(), uuid.uuid4().hex + uuid.uuid4().hex
+        await asyncio.to_thread(manager.createWorkerPool, tq, pool_body("static"))
+        info = {
+            "providerInfo": {"staticSecret": secret},
+            "expires": taskcluster.stringDate(taskcluster.fromNow("1 day")),
+        }
+        await asyncio.to_thread(manager.createWorker, tq, "rack", "box-1", info)
+        config = WorkerSettings(
+            root_url=platform.queue.root_url,
+            task_queue_id=tq,
+            worker_group="rack",
+            worker_id="box-1",
+            provider_id="static",
+            static_secret=secret,
+            worker_manager_url=prov.url,
+            terminate_check_interval_s=0.1,
+            work_root=tmp_path / "work",
+        )
+
+        async def hello(task: TaskContext) -> None:
+            task.log.line(f"hello {task.task_id}")
+
+        async with queue_client(platform.queue) as queue, kit_worker(config, hello) as worker:
+            client_id = worker.deps.worker_queue.options["credentials"]["clientId"]
+            if isinstance(client_id, bytes):  # the client keeps credentials as bytes
+                client_id = client_id.decode()
+            assert client_id == f"worker/static/{tq}/rack/box-1"  # registerWorker's
+            first = await submit(queue, tq, {"maxRunTime": 30})
+            assert (await resolved(queue, first))["state"] == "completed"
+            second = await submit(queue, tq, {"maxRunTime": 30})  # still claiming
+            assert (await resolved(queue, second))["state"] == "completed"
+            run = await run_state(queue, first)
+            assert (run["workerGroup"], run["workerId"]) == ("rack", "box-1")
+    finally:
+        stop_process(prov.process)
+        _drop_database(settings.mongo_url, database)
