@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     # RabbitMQ whether a task queue with waiting claimWork calls has runs ready. 0: off
     # (tests that must prove the push path itself).
     claim_sweep_interval_s: float = Field(2.0, ge=0, validation_alias=_env("CLAIM_SWEEP_INTERVAL"))
+    # How often a waiting claimWork asks whether its client hung up (a wake-up asks too).
+    claim_hangup_check_s: float = Field(1.0, gt=0, validation_alias=_env("CLAIM_HANGUP_CHECK"))
     # The index service (services.index): its API, and how long RabbitMQ keeps its durable
     # queue of task-completed events once no index service consumes it (None: for ever;
     # throw-away deployments set it, like FLOTILLA_RESOLVER_QUEUE_EXPIRES).

@@ -66,7 +66,11 @@ def build_app(settings: Settings) -> web.Application:
     async def anything_ready(task_queue_id: str) -> bool:
         return await outbox.pending.ready(task_queue_id) > 0
 
-    waiters = ClaimWaiters(anything_ready, sweep_interval_s=settings.claim_sweep_interval_s)
+    waiters = ClaimWaiters(
+        anything_ready,
+        sweep_interval_s=settings.claim_sweep_interval_s,
+        hangup_check_s=settings.claim_hangup_check_s,
+    )
     context = QueueContext(
         db=database,
         store=tasks,

@@ -236,12 +236,14 @@ class ClaimsApi:
             await self.ctx.waiters.idle(self.ctx.claim_work_wait_s, still_wanted=wanted)
             return {"tasks": []}
         claimed: list[TaskRecord] = []
+        waiters = self.ctx.waiters
         while not claimed and wanted():
+            seen = waiters.wakeups(task_queue_id)
             claimed = await self._claim_batch(
                 call, task_queue_id, body.workerGroup, body.workerId, body.tasks
             )
-            if claimed or not await self.ctx.waiters.wait(
-                task_queue_id, give_up_at - loop.time(), still_wanted=wanted
+            if claimed or not await waiters.wait(
+                task_queue_id, give_up_at - loop.time(), still_wanted=wanted, seen=seen
             ):
                 break
         if claimed:
