@@ -28,6 +28,12 @@ log = logging.getLogger(__name__)
 READY_EVENT = "service ready"  # logged once every loop runs; tests wait for it
 
 
+def announce_ready(_banner: str) -> None:
+    """For `web.run_app(print=...)`, which calls it once the HTTP service listens: the
+    same ready event the loop services log."""
+    log.info(READY_EVENT)
+
+
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
