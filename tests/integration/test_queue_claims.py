@@ -157,7 +157,8 @@ def test_report_exception_retries_only_retryable_reasons(
         assert status["state"] == "exception" and len(status["runs"]) == 1
         assert status["retriesLeft"] == 1
     # same reason again: success; another outcome: conflict
-    assert worker.reportException(task_id, "0", {"reason": reason})
+    again = worker.reportException(task_id, "0", {"reason": reason})["status"]
+    assert again["runs"][0]["reasonResolved"] == reason
     with pytest.raises(TaskclusterRestFailure) as excinfo:
         worker.reportFailed(task_id, "0")
     assert excinfo.value.status_code == 409
@@ -224,6 +225,17 @@ async def _polling(queue: taskcluster.aio.Queue, tq: str, worker_id: str) -> Non
     await poll_until(recorded, what=f"{worker_id}'s claimWork to arrive")
 
 
+async def _all_polling(queue: taskcluster.aio.Queue, tq: str, count: int) -> None:
+    """Until the queue is handling `count` workers' claimWork calls."""
+    provisioner_id, worker_type = tq.split("/")
+
+    async def recorded() -> bool:
+        listed = await queue.listWorkers(provisioner_id, worker_type, query={"limit": 1000})
+        return len(listed["workers"]) >= count
+
+    await poll_until(recorded, timeout_s=30, what=f"{count} claimWork calls to arrive")
+
+
 async def test_waiting_claim_work_wakes_when_a_task_arrives(push_only: RunningService) -> None:
     tq = new_task_queue_id()
     async with taskcluster.aio.createSession() as session:
@@ -255,14 +267,11 @@ async def test_one_task_among_many_waiters_goes_to_exactly_one(
             )
             for i in range(waiters)
         ]
-        await asyncio.sleep(1.0)
+        await _all_polling(queue, tq, waiters)
         first = taskcluster.slugId()
         await queue.createTask(first, task_definition(tq))
-        done, _ = await asyncio.wait(calls, timeout=3, return_when=asyncio.FIRST_COMPLETED)
-        await asyncio.sleep(0.5)
-        finished = [c for c in calls if c.done()]
-        assert len(finished) == 1
-        assert [c["status"]["taskId"] for c in finished[0].result()["tasks"]] == [first]
+        done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+        assert [c["status"]["taskId"] for c in done.pop().result()["tasks"]] == [first]
         # Everyone else is still waiting; more tasks release them one each.
         rest = [taskcluster.slugId() for _ in range(waiters - 1)]
         for task_id in rest:
@@ -317,11 +326,14 @@ async def test_shutdown_does_not_wait_for_long_polls(tmp_path: Path, settings: S
     try:
         async with taskcluster.aio.createSession() as session:
             queue = taskcluster.aio.Queue(service.client_options(), session=session)
-            body = {"workerGroup": "wg", "workerId": "w", "tasks": 1}
+            tq = new_task_queue_id()
             polls = [
-                asyncio.create_task(queue.claimWork(new_task_queue_id(), body)) for _ in range(3)
+                asyncio.create_task(
+                    queue.claimWork(tq, {"workerGroup": "wg", "workerId": f"w{i}", "tasks": 1})
+                )
+                for i in range(3)
             ]
-            await asyncio.sleep(0.5)
+            await _all_polling(queue, tq, 3)
             polls[0].cancel()  # one client already hung up
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
