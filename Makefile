@@ -85,6 +85,13 @@ images: system venv ## build flotilla/<service>:latest images (offline base if n
 	@$(LOCAL)/docker.sh start
 	@deploy/images/build.sh
 
+# The compose deployment for real (tests/integration/test_compose_stack.py, also in `make test`):
+# images and stand-ins built, up, healthy, tasks, scale, restart, down/up with volumes kept.
+.PHONY: compose-test
+compose-test: system venv ## run deploy/compose.yaml for real on this engine, then tear it down
+	@$(LOCAL)/docker.sh start
+	@$(VPY) -m pytest tests/integration/test_compose_stack.py -s $(PYTEST_ARGS)
+
 bench-deps: venv ## install the benchmark peer: Redis (Debian), celery[redis], matplotlib
 	@bench/install-peer.sh
 

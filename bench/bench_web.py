@@ -84,7 +84,7 @@ def seed(root_url: str, token: str, database: str, count: int) -> str:
         first,
         {
             "taskGroupId": group,
-            "taskQueueId": f"bench-web/{uuid.uuid4().hex[:8]}",
+            "taskQueueId": f"bench-web/w{uuid.uuid4().hex[:8]}",
             "created": taskcluster.fromNowJSON("0 seconds"),
             "deadline": taskcluster.fromNowJSON("1 hour"),
             "payload": {},

@@ -99,10 +99,8 @@ async def worker_round(service: Any, capacity: int, tasks: int, work: Path) -> d
             await loop
         states = [(await queue.status(t))["status"]["state"] for t in ids]
     runs = [r.timeline for r in worker.finished]
-    to_start = [t.container_started - t.claimed for t in runs if t.container_started]
-    to_resolve = [
-        t.resolved - t.container_exited for t in runs if t.container_exited and t.resolved
-    ]
+    to_start = [t.started - t.claimed for t in runs if t.started]
+    to_resolve = [t.resolved - t.finished for t in runs if t.finished and t.resolved]
     return {
         "capacity": capacity,
         "tasks": tasks,

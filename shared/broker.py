@@ -34,6 +34,16 @@ class BrokerError(Exception):
     retryable = True
 
 
+# What a publish raises while the broker is unreachable (a closed connection or channel,
+# while the robust connection reconnects, raises ChannelInvalidStateError).
+PUBLISH_FAILURES = (
+    OSError,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.DeliveryError,
+)
+
+
 def encode_body(body: Mapping[str, object]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -96,7 +106,7 @@ class Broker:
         broker's confirm."""
         try:
             confirmation = await self._channel.default_exchange.publish(message, routing_key=queue)
-        except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+        except PUBLISH_FAILURES as exc:
             raise BrokerError(f"publish to queue {queue} failed: {exc}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")
@@ -120,7 +130,7 @@ class Broker:
             confirmation = await self._exchanges[event].publish(
                 message, routing_key=routing_key, mandatory=False
             )
-        except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
+        except PUBLISH_FAILURES as exc:
             raise BrokerError(f"publish to {event} failed: {exc}") from exc
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerError(f"broker did not confirm the {event} message: {confirmation!r}")

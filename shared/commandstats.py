@@ -15,6 +15,7 @@ it is a measurement hook that must reach every client of every process alike.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import sys
@@ -95,7 +96,8 @@ class Recorder:
 
     def stop(self) -> None:
         self._stopped.set()
-        self.write()
+        with contextlib.suppress(OSError):  # as in _flush: the directory may be gone
+            self.write()
 
     def _flush(self) -> None:
         while not self._stopped.wait(FLUSH_S):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -42,7 +42,15 @@ class Settings(BaseSettings):
     worker_activity_resolution_s: float = Field(
         60.0, gt=0, validation_alias=_env("WORKER_ACTIVITY_RESOLUTION")
     )
-    artifact_store: Literal["gridfs", "s3"] = "gridfs"
+    # "mongodb": the bytes in MongoDB, in chunks addressed by `_id` (not GridFS, whose
+    # layout it borrows); "gridfs" is that store's old name, still accepted.
+    artifact_store: Literal["mongodb", "gridfs", "s3"] = "mongodb"
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _old_store_name(cls, value: str) -> str:
+        return "mongodb" if value == "gridfs" else value
+
     # The largest artifact the embedded store accepts (bytes): a declared contentLength
     # above it is refused at createArtifact, an upload growing past it is cut off.
     artifact_max_bytes: int = Field(5 * 1024**3, ge=1, validation_alias=_env("ARTIFACT_MAX_BYTES"))
@@ -72,6 +80,8 @@ class Settings(BaseSettings):
     # RabbitMQ whether a task queue with waiting claimWork calls has runs ready. 0: off
     # (tests that must prove the push path itself).
     claim_sweep_interval_s: float = Field(2.0, ge=0, validation_alias=_env("CLAIM_SWEEP_INTERVAL"))
+    # How often a waiting claimWork asks whether its client hung up (a wake-up asks too).
+    claim_hangup_check_s: float = Field(1.0, gt=0, validation_alias=_env("CLAIM_HANGUP_CHECK"))
     # The index service (services.index): its API, and how long RabbitMQ keeps its durable
     # queue of task-completed events once no index service consumes it (None: for ever;
     # throw-away deployments set it, like FLOTILLA_RESOLVER_QUEUE_EXPIRES).
@@ -121,6 +131,10 @@ class Settings(BaseSettings):
     # The web console (services.web): where it listens (the ingress routes `/` to it).
     web_host: str = "127.0.0.1"
     web_port: int = Field(8185, ge=1, le=65535)
+    # Every background loop's failure budget: this many failed passes in a row, failing
+    # for at least this long, and the process exits 70 for its supervisor to restart.
+    loop_failures: int = Field(5, ge=1, validation_alias=_env("LOOP_FAILURES"))
+    loop_failing_s: float = Field(30.0, ge=0, validation_alias=_env("LOOP_FAILING"))
     # Test hook only: "exit-after-commit" makes the queue exit right after a state change is
     # stored and before its events go out (the crash test proves the outbox relays them).
     fault_injection: str = ""

@@ -57,5 +57,11 @@ class RequestTimeout(ApiError):
     code, status = "RequestTimeout", 408
 
 
+class ServiceUnavailable(ApiError):
+    """A dependency (MongoDB, RabbitMQ) cannot be reached: `__heartbeat__` says so."""
+
+    code, status = "ServiceUnavailable", 503
+
+
 class InputTooLarge(ApiError):
     code, status = "InputTooLarge", 413

@@ -34,6 +34,14 @@ ALLOWED_FAILURES = 5
 MIN_FAILING_S = 30.0
 
 
+_defaults = {"allowed": ALLOWED_FAILURES, "min_failing_s": MIN_FAILING_S}
+
+
+def configure(*, allowed: int, min_failing_s: float) -> None:
+    """The budget of loops that do not set their own (from settings, once, in main)."""
+    _defaults.update(allowed=allowed, min_failing_s=min_failing_s)
+
+
 class LoopFailed(Exception):
     """A loop used up its failure budget; the process should exit for a restart."""
 
@@ -43,13 +51,15 @@ class FailureBudget:
         self,
         name: str,
         *,
-        allowed: int = ALLOWED_FAILURES,
-        min_failing_s: float = MIN_FAILING_S,
+        allowed: int | None = None,
+        min_failing_s: float | None = None,
         quiet_when_idle: bool = True,
     ) -> None:
         self.name = name
-        self.allowed = allowed
-        self.min_failing_s = min_failing_s
+        self.allowed = int(_defaults["allowed"]) if allowed is None else allowed
+        self.min_failing_s = (
+            float(_defaults["min_failing_s"]) if min_failing_s is None else min_failing_s
+        )
         self.quiet_when_idle = quiet_when_idle  # idle passes log at debug level
         self.failures = 0  # in a row
         self.failing_since: float | None = None

@@ -35,7 +35,7 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict
 
-from shared.broker import Broker, BrokerError
+from shared.broker import PUBLISH_FAILURES, Broker, BrokerError
 from shared.db import Database
 from shared.routing import pending_queue
 from shared.timeutil import utcnow
@@ -128,7 +128,7 @@ class PendingQueues:
     async def _declare(self, channel: AbstractChannel, name: str) -> AbstractQueue:
         try:
             return await channel.declare_queue(name, durable=True, arguments=self._arguments())
-        except (OSError, aiormq.exceptions.AMQPError) as exc:
+        except PUBLISH_FAILURES as exc:
             raise BrokerError(f"cannot declare pending queue {name}: {exc}") from exc
 
     # --- adding -----------------------------------------------------------------------------
@@ -161,7 +161,7 @@ class PendingQueues:
                     queue = await self._declare(channel, self.name(task_queue_id))
                     self._queues[task_queue_id] = queue
                 message = await queue.get(no_ack=False, fail=False)
-            except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException) as exc:
+            except (*PUBLISH_FAILURES, aio_pika.exceptions.AMQPException) as exc:
                 self._channel = None
                 raise BrokerError(f"cannot take from the pending queue: {exc}") from exc
             if message is None:

@@ -17,12 +17,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from shared import db as dbmod
+from shared import loops
 from shared.broker import Broker
 from shared.config import Settings
 from shared.outbox import Outbox
 from shared.taskstore import TaskStore
 
 log = logging.getLogger(__name__)
+
+READY_EVENT = "service ready"  # logged once every loop runs; tests wait for it
+
+
+def announce_ready(_banner: str) -> None:
+    """For `web.run_app(print=...)`, which calls it once the HTTP service listens: the
+    same ready event the loop services log."""
+    log.info(READY_EVENT)
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ Loop = Callable[[], Awaitable[None]]
 
 
 async def run(settings: Settings, build: Callable[[Runtime], Awaitable[Sequence[Loop]]]) -> int:
+    loops.configure(allowed=settings.loop_failures, min_failing_s=settings.loop_failing_s)
     client = dbmod.connect(settings.mongo_url)
     database = client[settings.mongo_db]
     await dbmod.ensure_indexes(database)
@@ -50,13 +60,14 @@ async def run(settings: Settings, build: Callable[[Runtime], Awaitable[Sequence[
         loop.add_signal_handler(signum, stop.set)
     tasks = [asyncio.create_task(body()) for body in await build(runtime)]
     stopper = asyncio.create_task(stop.wait())
+    log.info(READY_EVENT, extra={"loops": len(tasks)})
     exit_code = 0
     try:
         done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             if task is not stopper and not task.cancelled() and task.exception() is not None:
                 log.critical("a loop crashed; exiting", exc_info=task.exception())
-                exit_code = 70
+                exit_code = loops.EXIT_LOOP_FAILED
     finally:
         for task in [*tasks, stopper]:
             task.cancel()

@@ -398,6 +398,28 @@ def claim(
     )
 
 
+def unclaim(
+    record: TaskRecord, run_id: int, *, worker_group: str, worker_id: str, now: datetime
+) -> Outcome:
+    """claimWork's answer could not be delivered (the worker hung up as its task arrived):
+    the run goes back to pending at once instead of waiting out its claim. Only while this
+    worker still holds it; anything else (a report, an expiry) makes this a no-op."""
+    run = record.run(run_id)
+    if (
+        run is None
+        or run is not record.last_run
+        or run.state != RunState.RUNNING
+        or (run.workerGroup, run.workerId) != (worker_group, worker_id)
+    ):
+        return _unchanged(record)
+    pending_again = _pending_run(run_id, run.reasonCreated, run.scheduled)
+    released = _with_runs(record, [*record.runs[:-1], pending_again])
+    return Outcome(
+        released,
+        (ClaimEnded(record.task_id, run_id), *_made_pending(released, pending_again)),
+    )
+
+
 def reclaim(record: TaskRecord, run_id: int, *, now: datetime, claim_timeout_s: float) -> Outcome:
     check_deadline(record, now)
     run = record.run(run_id)

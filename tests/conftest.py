@@ -228,8 +228,10 @@ def launch_service(
     *,
     database: str,
     extra_env: dict[str, str] | None = None,
+    ready_event: str | None = "service ready",
 ) -> subprocess.Popen[bytes]:
-    """Start a background service (`services.<module>`) against `database`."""
+    """Start a background service (`services.<module>`) against `database`; return once
+    it logged `ready_event` (None: the caller waits for readiness its own way)."""
     log_path = directory / f"{module}-{uuid.uuid4().hex[:6]}.log"
     env = {
         **os.environ,
@@ -247,10 +249,31 @@ def launch_service(
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parent.parent,
         )
-    time.sleep(0.2)
-    if process.poll() is not None:
-        pytest.fail(f"services.{module} exited with {process.returncode}:\n{log_path.read_text()}")
+    if ready_event is not None:
+        wait_for_log_event(process, log_path, ready_event, what=f"services.{module}")
     return process
+
+
+def wait_for_log_event(
+    process: subprocess.Popen[bytes], log_path: Path, message: str, *, what: str
+) -> None:
+    """Wait until the process logs the JSON event `message` (its loops are running);
+    fail at once if it exits instead."""
+    deadline = time.monotonic() + 30
+    needle = f'"message": "{message}"'
+    while time.monotonic() < deadline:
+        if needle in log_path.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}:\n{log_path.read_text()}")
+        time.sleep(0.05)
+    pytest.fail(f"{what} did not log {message!r} within 30 s:\n{log_path.read_text()}")
+
+
+def assert_alive(process: subprocess.Popen[bytes], what: str = "the service") -> None:
+    """For tests that rely on a background service: it must not have died meanwhile
+    (a dead claim-expiry would make a test that waits for nothing pass)."""
+    assert process.poll() is None, f"{what} exited with {process.returncode}"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@
 #      installs them with `pip install --no-index`, so `docker build` needs no network.
 #   3. deploy/images/Dockerfile, one target per service, tagged flotilla/<service>:latest
 #      (FLOTILLA_IMAGE_TAG overrides the tag).
+#   4. With no arguments (or `standins`), also the stand-ins for compose's server images
+#      (deploy/standin/): flotilla/mongo-standin (our FerretDB build) and
+#      flotilla/rabbitmq-standin (Debian's rabbitmq-server), on the same base.
 source "$(dirname "$0")/../local/common.sh"
 
 SERVICES=(queue dependency-resolver claim-expiry provisioner docker-worker index purge-cache object)
@@ -129,13 +132,14 @@ PY
   echo "$dir"
 }
 
-# The build context CTX: wheels, the code (services, shared, cli) and the healthcheck.
+# The build context CTX: wheels, the code (services, shared, cli, flotilla_worker) and the
+# healthcheck.
 # Made afresh each time (small); unchanged files hit the builder's cache.
 prepare_context() {
   local wheels=$1 ctx=$2
   mkdir -p "$ctx/app" "$ctx/wheels"
   cp -l "$wheels"/*.whl "$ctx/wheels/" 2>/dev/null || cp "$wheels"/*.whl "$ctx/wheels/"
-  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -c services shared cli \
+  tar -C "$REPO_ROOT" --exclude=__pycache__ --exclude='*.pyc' -c services shared cli flotilla_worker \
     | tar -C "$ctx/app" -x
   cp "$REPO_ROOT/deploy/images/healthcheck.py" "$ctx/healthcheck.py"
 }
@@ -147,6 +151,27 @@ docker_build() {
   else
     DOCKER_BUILDKIT=0 docker build "$@"
   fi
+}
+
+# Stand-ins for mongo:7 and rabbitmq:3-management (deploy/standin/Dockerfile), for hosts
+# that cannot pull them; deploy/compose.standin.yaml swaps them in. The FerretDB binary is
+# the one deploy/local/ferretdb.sh builds; rabbitmq-server comes from the Debian mirror
+# (the build uses the host's network for apt, as debootstrap does; no registry).
+STANDINS=(mongo-standin rabbitmq-standin)
+build_standins() {
+  local base=$1 ctx target
+  "$REPO_ROOT/deploy/local/ferretdb.sh" build
+  ctx=$(mktemp -d "$CACHE/standin.XXXXXX")
+  cp "$BIN_DIR/flotilla-ferretdb" "$REPO_ROOT/deploy/standin/healthcheck.py" \
+    "$REPO_ROOT/deploy/standin/rabbitmq-start.sh" "$ctx/"
+  for target in "${STANDINS[@]}"; do
+    say "building flotilla/$target:$TAG (base $base)"
+    docker_build --network host -f "$REPO_ROOT/deploy/standin/Dockerfile" \
+      --build-arg "BASE_IMAGE=$base" --target "$target" -t "flotilla/$target:$TAG" "$ctx" \
+      >>"$LOG_DIR/images-build.log" 2>&1 \
+      || { rm -rf "$ctx"; die "building flotilla/$target failed, see $LOG_DIR/images-build.log"; }
+  done
+  rm -rf "$ctx"
 }
 
 main() {
@@ -169,6 +194,7 @@ main() {
       || die "building flotilla/$svc failed, see $LOG_DIR/images-build.log"
   done
   say "images: $(printf 'flotilla/%s:'"$TAG"' ' "${targets[@]}")"
+  if (($# == 0)); then build_standins "$base"; fi
 }
 
 # One build at a time (make images and the image test may overlap): they share the cache.
@@ -178,5 +204,6 @@ flock 9
 case "${1:-}" in
   base) build_offline_base ;;
   wheels) build_wheels ;;
+  standins) build_standins "$(choose_base)" ;;
   *) main "$@" ;;
 esac

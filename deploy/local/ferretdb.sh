@@ -12,6 +12,8 @@ DATA="${FLOTILLA_FERRETDB_DATA:-$DATA_DIR/ferretdb}"
 
 PATCHED="$FLOTILLA_HOME/build/ferretdb-patched"
 PATCHES=("$SRC"/*.patch)
+# Patches to FerretDB's SQLite driver (modernc.org/sqlite), applied the same way.
+DRIVER_PATCHES=("$SRC"/modernc-sqlite/*.patch)
 
 # FerretDB 1.24's SQLite backend pushes only a filter of exactly {_id: <value>} down to
 # SQL, and spells the column differently from the unique index it builds on _id, so even
@@ -25,29 +27,36 @@ PATCHES=("$SRC"/*.patch)
 # deploy/ferretdb/update-many-one-transaction.patch writes all the documents one update
 # command changes in one SQLite transaction instead of one each (an update_many of 500
 # task documents spent about half its time committing).
+# deploy/ferretdb/no-resource-tracking.patch and modernc-sqlite/statement-cache.patch
+# cut FerretDB's CPU per command (deploy/ferretdb/README.md has the measurements).
 patch_module() {
-  local module
-  module=$(cd "$SRC" && go mod download -json github.com/FerretDB/FerretDB \
+  local module=$1 name=$2 source patch_file
+  shift 2
+  source=$(cd "$SRC" && go mod download -json "$module" \
     | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
-  [[ -d $module ]] || die "cannot locate the FerretDB module source"
-  rm -rf "$PATCHED" && mkdir -p "$PATCHED"
-  cp -r "$module" "$PATCHED/module" && chmod -R u+w "$PATCHED/module"
-  local patch_file
-  for patch_file in "${PATCHES[@]}"; do
-    patch -d "$PATCHED/module" -p1 --forward --quiet <"$patch_file"
+  [[ -d $source ]] || die "cannot locate the $module module source"
+  cp -r "$source" "$PATCHED/$name" && chmod -R u+w "$PATCHED/$name"
+  for patch_file in "$@"; do
+    patch -d "$PATCHED/$name" -p1 --forward --quiet <"$patch_file"
   done
+  (cd "$SRC" && go mod edit -modfile "$PATCHED/go.mod" -replace "$module=$PATCHED/$name")
+}
+
+patch_modules() {
+  rm -rf "$PATCHED" && mkdir -p "$PATCHED"
   cp "$SRC/go.mod" "$SRC/go.sum" "$PATCHED/"
-  (cd "$SRC" && go mod edit -modfile "$PATCHED/go.mod" \
-    -replace "github.com/FerretDB/FerretDB=$PATCHED/module")
+  patch_module github.com/FerretDB/FerretDB module "${PATCHES[@]}"
+  patch_module modernc.org/sqlite sqlite-driver "${DRIVER_PATCHES[@]}"
 }
 
 build() {
   # Rebuild when the source, the patch or this script is newer than the binary.
   local newest
-  newest=$(ls -t "$SRC"/*.go "$SRC/go.sum" "${PATCHES[@]}" "${BASH_SOURCE[0]}" | head -1)
+  newest=$(ls -t "$SRC"/*.go "$SRC/go.sum" "${PATCHES[@]}" "${DRIVER_PATCHES[@]}" \
+    "${BASH_SOURCE[0]}" | head -1)
   if [[ -x $BIN && $BIN -nt $newest ]]; then return 0; fi
   say "building FerretDB (first time takes a minute or two)"
-  (patch_module && cd "$SRC" && go build -buildvcs=false -modfile "$PATCHED/go.mod" \
+  (patch_modules && cd "$SRC" && go build -buildvcs=false -modfile "$PATCHED/go.mod" \
     -o "$BIN" .) >"$LOG_DIR/ferretdb-build.log" 2>&1 \
     || die "FerretDB build failed, see $LOG_DIR/ferretdb-build.log"
 }

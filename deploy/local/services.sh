@@ -6,6 +6,8 @@ source "$(dirname "$0")/common.sh"
 SERVICES=(queue dependency_resolver claim_expiry provisioner docker_worker index purge_cache object)
 # The web console (FLOTILLA_WEB_PORT, default 8185; the ingress routes `/` to it).
 SERVICES+=(web)
+# The process engine (services/process_worker) for the task queue flotilla/process.
+SERVICES+=(process_worker)
 PYTHON="$REPO_ROOT/.venv/bin/python"
 
 present() { [[ -f $REPO_ROOT/services/$1/__main__.py ]]; }
@@ -18,6 +20,11 @@ args_for() {
       echo --task-queue-id=flotilla/local --worker-group=local --worker-id=local-1 \
         --cache-root="$FLOTILLA_HOME/worker/caches" --work-root="$FLOTILLA_HOME/worker/work" \
         --capacity="${FLOTILLA_WORKER_CAPACITY:-2}"
+      ;;
+    process_worker)  # tasks as native processes (generic-worker payloads)
+      echo --task-queue-id=flotilla/process --worker-group=local --worker-id=process-1 \
+        --cache-root="$FLOTILLA_HOME/process-worker/caches" \
+        --work-root="$FLOTILLA_HOME/process-worker/work" --capacity=2
       ;;
   esac
 }

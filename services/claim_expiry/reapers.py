@@ -31,6 +31,7 @@ from shared import (
 )
 from shared.artifact_bytes.base import ByteStore
 from shared.broker import Binding
+from shared.loops import FailureBudget
 from shared.service import Runtime
 from shared.taskstore import SIDE_DEPENDENCIES, TASKS, from_document
 from shared.timeutil import parse_ts, utcnow
@@ -104,13 +105,12 @@ class ClaimReaper:
             "", [Binding("task-running", "#")], durable=False, exclusive=True
         )
         await wakeups.consume(self.on_task_running, no_ack=True)
+        budget = FailureBudget("claim reaper")
         while True:
             self.wake.clear()
-            try:
+            next_due = None
+            async with budget.attempt():
                 next_due = await self.reap(utcnow())
-            except Exception:
-                log.exception("claim reaping failed; retrying")
-                next_due = None
             delay = MAX_SLEEP_S
             if next_due is not None:
                 delay = min(delay, max(0.0, (next_due - utcnow()).total_seconds()))
@@ -159,23 +159,24 @@ class DeadlineReaper:
         self.store = runtime.store
 
     async def run(self) -> None:
+        budget = FailureBudget("deadline reaper")
         while True:
-            try:
+            busy = False
+            async with budget.attempt() as summary:
                 seconds = await deadlines.take_seconds(self.db, utcnow())
-            except Exception:
-                log.exception("deadline cursor failed; retrying")
-                seconds = None
-            if seconds is None:
+                if seconds is not None:
+                    summary["resolved"] = await self.resolve(seconds)
+                    busy = True  # more seconds may be due: go on at once
+            if not busy:
                 now = utcnow()
                 next_second = now.replace(microsecond=0) + timedelta(seconds=1)
                 await asyncio.sleep((next_second - now).total_seconds() + 0.005)
-                continue
-            await self.resolve(seconds)
 
-    async def resolve(self, seconds: range) -> None:
+    async def resolve(self, seconds: range) -> int:
         task_ids = await deadlines.tasks_in(self.db, seconds)
         await in_parallel([self.resolve_task(task_id) for task_id in task_ids], "deadline")
         await deadlines.drop(self.db, seconds)
+        return len(task_ids)
 
     async def resolve_task(self, task_id: str) -> None:
         try:
@@ -203,13 +204,12 @@ class Expirer:
 
     async def run(self) -> None:
         await asyncio.sleep(FIRST_SWEEP_S)
+        budget = FailureBudget("expiry sweep", quiet_when_idle=False)
         while True:
-            try:
+            async with budget.attempt() as summary:
                 await self.overdue(utcnow())
-                await self.expire_artifacts(utcnow())
-                await self.expire(utcnow())
-            except Exception:
-                log.exception("expiry sweep failed; retrying")
+                summary["artifacts"] = await self.expire_artifacts(utcnow())
+                summary["tasks"] = await self.expire(utcnow())
             await asyncio.sleep(EXPIRY_INTERVAL_S)
 
     async def overdue(self, now: datetime) -> None:

@@ -1,8 +1,10 @@
-"""Builds a worker and everything it needs from a `WorkerConfig`, and closes them in
-reverse order. Used by `__main__` (the composition root) and by the tests."""
+"""Builds a docker-worker — the worker kit's loop with the Docker engine as its handler —
+from a `WorkerConfig`, and closes everything in reverse order. Used by `__main__` (the
+composition root) and by the tests."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -11,14 +13,40 @@ from typing import Any
 import aiohttp
 import taskcluster.aio
 
-from services.docker_worker.artifacts import Uploader
+from flotilla_worker import WorkerSettings
+from flotilla_worker import open_worker as open_kit_worker
 from services.docker_worker.caches import Caches, FetchRequests, PurgeChecker
 from services.docker_worker.config import WorkerConfig
 from services.docker_worker.containers import Docker
-from services.docker_worker.livelog import LiveLogServer
-from services.docker_worker.task_run import RunDeps
+from services.docker_worker.engine import WORKER_VERSION, DockerEngine, EngineDeps, live_log_name
 from services.docker_worker.worker import Worker
 from shared.timeutil import format_ts
+
+
+def kit_settings(config: WorkerConfig) -> WorkerSettings:
+    return WorkerSettings(
+        root_url=config.root_url,
+        task_queue_id=config.task_queue_id,
+        worker_group=config.worker_group,
+        worker_id=config.worker_id,
+        client_id=config.client_id,
+        access_token=config.access_token,
+        certificate=config.certificate,
+        capacity=config.capacity,
+        after_idle_s=config.after_idle_s,
+        claim_error_backoff_s=config.claim_error_backoff_s,
+        reclaim_divisor=config.reclaim_divisor,
+        status_probe_interval_s=config.status_probe_interval_s,
+        live_log_bind_host=config.live_log_bind_host,
+        live_log_port=config.live_log_port,
+        live_log_public_hostname=config.live_log_public_hostname,
+        work_root=config.work_root,
+        upload_attempts=config.upload_attempts,
+        upload_backoff_s=config.upload_backoff_s,
+        shutdown_grace_s=config.shutdown_grace_s,
+        worker_node_type=config.worker_node_type,
+        worker_version=WORKER_VERSION,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -28,35 +56,25 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
         docker = Docker(config.docker_url, threads=3 * config.capacity + 8)
         stack.callback(docker.close)
         await docker.ping()
-        config.cache_root.mkdir(parents=True, exist_ok=True)
-        if config.work_root is not None:
-            config.work_root.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(config.cache_root.mkdir, parents=True, exist_ok=True)
         session = await stack.enter_async_context(
             aiohttp.ClientSession(auto_decompress=False, connector=aiohttp.TCPConnector(limit=0))
         )
-        live_logs = LiveLogServer(
-            config.live_log_bind_host, config.live_log_port, config.live_log_public_hostname
-        )
-        await live_logs.start()
-        stack.push_async_callback(live_logs.stop)
-
-        def queue_for(credentials: dict[str, str]) -> Any:
-            options = {"rootUrl": config.root_url, "credentials": credentials}
-            return taskcluster.aio.Queue(options, session=session)
-
         caches = Caches(config.cache_root)
-        deps = RunDeps(
-            config=config,
-            docker=docker,
-            caches=caches,
-            live_logs=live_logs,
-            uploader=Uploader(session, config.upload_attempts, config.upload_backoff_s),
-            session=session,
-            queue_for=queue_for,
-            worker_queue=queue_for(config.credentials()),
-            purges=PurgeChecker(caches, purge_requests(config, session)),
+        purges = PurgeChecker(caches, purge_requests(config, session))
+        engine = DockerEngine(EngineDeps(config, docker, caches, session, purges))
+        worker = await stack.enter_async_context(
+            open_kit_worker(
+                kit_settings(config),
+                engine,
+                log_name=live_log_name(config.features),
+                stop_noun="container",
+                worker_class=Worker,
+            )
         )
-        yield Worker(deps)
+        assert isinstance(worker, Worker)
+        worker.attach(config, docker)
+        yield worker
 
 
 def purge_requests(config: WorkerConfig, session: aiohttp.ClientSession) -> FetchRequests:

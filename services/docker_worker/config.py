@@ -41,6 +41,42 @@ _YAML_ALIASES = {
 }
 
 
+# What `--help` says about each setting (with its default and FLOTILLA_WORKER_* variable).
+HELP = {
+    "root_url": "the Taskcluster root URL (also TASKCLUSTER_ROOT_URL, FLOTILLA_ROOT_URL)",
+    "client_id": "the worker's client id (also TASKCLUSTER_CLIENT_ID)",
+    "access_token": "its access token (also TASKCLUSTER_ACCESS_TOKEN)",
+    "certificate": "its certificate, for temporary credentials (also TASKCLUSTER_CERTIFICATE)",
+    "task_queue_id": "the task queue to claim from: <provisionerId>/<workerType>",
+    "provisioner_id": "with --worker-type, instead of --task-queue-id",
+    "worker_type": "with --provisioner-id, instead of --task-queue-id",
+    "worker_group": "this worker's group",
+    "worker_id": "this worker's id",
+    "worker_node_type": "instance type, shown in task logs and TASKCLUSTER_INSTANCE_TYPE",
+    "worker_location": "TASKCLUSTER_WORKER_LOCATION given to tasks (JSON)",
+    "capacity": "how many tasks (containers) to run at once",
+    "after_idle_s": "shut down after this many seconds without tasks (unset: never)",
+    "claim_error_backoff_s": "pause after a failed claimWork call, in seconds",
+    "reclaim_divisor": "reclaim at (takenUntil - now) / this",
+    "status_probe_interval_s": "how often a running task's status is read (cancellation)",
+    "live_log_bind_host": "address the live-log HTTP server listens on",
+    "live_log_port": "port of the live-log HTTP server (0: any free port)",
+    "live_log_public_hostname": "host name in live-log URLs (reachable by log readers)",
+    "cache_root": "directory of the task caches (bind-mounted into containers)",
+    "work_root": "directory for per-run files (unset: the system temp dir)",
+    "docker_url": "the Docker engine's API URL",
+    "purge_cache_url": "purge-cache's root URL when not behind the root URL (unset: root URL)",
+    "allow_privileged": "allow privileged containers (tasks also need the scope)",
+    "features": "comma-separated features this worker offers",
+    "pull_attempts": "attempts per image pull",
+    "pull_backoff_s": "first pause between image pull attempts, in seconds",
+    "upload_attempts": "attempts per artifact upload",
+    "upload_backoff_s": "first pause between upload attempts, in seconds",
+    "shutdown_grace_s": "on SIGTERM, how long tasks get to report worker-shutdown",
+    "log_level": "the worker's own log level",
+}
+
+
 class ConfigError(Exception):
     """The configuration is unusable; the message says which setting and where to set it."""
 
@@ -153,10 +189,27 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m services.docker_worker",
         description="Run claimed tasks in Docker containers.",
     )
-    parser.add_argument("--config", type=Path, help="a YAML file of settings")
+    parser.add_argument(
+        "--config", type=Path, help=f"a YAML file of settings (env {ENV_PREFIX}CONFIG)"
+    )
     for field in _SETTABLE:
-        parser.add_argument(_flag(field), dest=field, default=None, metavar=field.upper())
+        parser.add_argument(
+            _flag(field), dest=field, default=None, metavar=field.upper(), help=_help(field)
+        )
     return parser
+
+
+def _help(field: str) -> str:
+    spec = WorkerConfig.model_fields.get(field)
+    if spec is None or spec.is_required():
+        default = "required" if spec is not None else "no default"
+    else:
+        value = spec.default
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        default = "unset" if value is None else f"default: {value}"
+    text = f"{HELP.get(field, '')} ({default}; env {ENV_PREFIX}{field.upper()})"
+    return text.replace("%", "%%")
 
 
 def _from_yaml(path: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.index.app import build_app
-from shared import logs
+from shared import logs, service
 from shared.config import load_settings
 
 
@@ -17,7 +17,7 @@ def main() -> None:
         build_app(settings),
         host=settings.index_host,
         port=settings.index_port,
-        print=None,
+        print=service.announce_ready,
         shutdown_timeout=10,
     )
 

@@ -157,7 +157,3 @@ class PoolStore:
 
     async def release_lease(self, holder: str) -> None:
         await self.leases.delete_one({"_id": "provisioner", "holder": holder})
-
-    async def lease_holder(self) -> str | None:
-        document = await self.leases.find_one({"_id": "provisioner"})
-        return None if document is None else document.get("holder")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.queue.app import build_app
-from shared import logs
+from shared import logs, service
 from shared.config import load_settings
 
 
@@ -16,7 +16,7 @@ def main() -> None:
         build_app(settings),
         host=settings.queue_host,
         port=settings.queue_port,
-        print=None,
+        print=service.announce_ready,
         shutdown_timeout=30,  # long-polling claimWork calls get to finish or time out
         # A certificate carrying ~120 scopes makes an Authorization header past aiohttp's
         # default 8190-byte field limit.

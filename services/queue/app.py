@@ -67,7 +67,11 @@ def build_app(settings: Settings) -> web.Application:
     async def anything_ready(task_queue_id: str) -> bool:
         return await outbox.pending.ready(task_queue_id) > 0
 
-    waiters = ClaimWaiters(anything_ready, sweep_interval_s=settings.claim_sweep_interval_s)
+    waiters = ClaimWaiters(
+        anything_ready,
+        sweep_interval_s=settings.claim_sweep_interval_s,
+        hangup_check_s=settings.claim_hangup_check_s,
+    )
     context = QueueContext(
         db=database,
         store=tasks,
@@ -81,9 +85,19 @@ def build_app(settings: Settings) -> web.Application:
     # `object` artifacts: the queue calls the object service directly when told where,
     # else through the root URL (the ingress).
     objects = ObjectServiceClient(settings.object_url or settings.root_url, context.issuer)
+
+    async def mongodb_answers() -> None:
+        await database.command("ping")
+
+    async def rabbitmq_connected() -> None:
+        broker = outbox.broker
+        if not isinstance(broker, Broker) or broker.channel.is_closed:
+            raise ConnectionError("no open channel to RabbitMQ")
+
+    checks = {"mongodb": mongodb_answers, "rabbitmq": rabbitmq_connected}
     queue_api = Api(
         "/api/queue/v1",
-        monitoring.endpoints()
+        monitoring.endpoints(checks)
         + TasksApi(context).endpoints()
         + GroupsApi(context).endpoints()
         + ClaimsApi(context).endpoints()
@@ -97,7 +111,7 @@ def build_app(settings: Settings) -> web.Application:
     )
     auth_api = Api(
         "/api/auth/v1",
-        monitoring.endpoints() + AuthApi(store).endpoints(),
+        monitoring.endpoints(checks) + AuthApi(store).endpoints(),
         authenticator=authenticator,
         fill_scopes=expand_template,
     )

@@ -190,10 +190,9 @@ class ClaimsApi:
         except BaseException:
             await asyncio.shield(delivery.give_back())
             raise
-        if not outcome.changed and not delivery.redelivered:
-            # This worker already holds the run (through claimTask): a stale message. A
-            # redelivered one is different: the replica that claimed it for this worker
-            # died before answering, so the worker hears of its claim now.
+        if not outcome.changed:
+            # This worker already holds the run (claimTask, or a claim whose ack was lost):
+            # the message is stale; never hand one run out twice.
             await self._skip(delivery)
             return False
         await delivery.ack()
@@ -237,12 +236,14 @@ class ClaimsApi:
             await self.ctx.waiters.idle(self.ctx.claim_work_wait_s, still_wanted=wanted)
             return {"tasks": []}
         claimed: list[TaskRecord] = []
+        waiters = self.ctx.waiters
         while not claimed and wanted():
+            seen = waiters.wakeups(task_queue_id)
             claimed = await self._claim_batch(
                 call, task_queue_id, body.workerGroup, body.workerId, body.tasks
             )
-            if claimed or not await self.ctx.waiters.wait(
-                task_queue_id, give_up_at - loop.time(), still_wanted=wanted
+            if claimed or not await waiters.wait(
+                task_queue_id, give_up_at - loop.time(), still_wanted=wanted, seen=seen
             ):
                 break
         if claimed:
@@ -258,8 +259,29 @@ class ClaimsApi:
                     claimed=recent,
                 )
             )
+        if claimed and _client_gone(call):
+            # The worker hung up as its tasks arrived: they would sit `running` until the
+            # claim expired. They go back to pending now.
+            await asyncio.shield(self._give_back(claimed, body.workerGroup, body.workerId))
+            return {"tasks": []}
         claimed = await self.store.complete(claimed)
         return {"tasks": [self._claim_body(r, len(r.runs) - 1, with_task=True) for r in claimed]}
+
+    async def _give_back(
+        self, claimed: list[TaskRecord], worker_group: str, worker_id: str
+    ) -> None:
+        for record in claimed:
+            run_id = len(record.runs) - 1
+            await self.store.mutate(
+                record.task_id,
+                lambda r, run_id=run_id: transitions.unclaim(  # type: ignore[misc]
+                    r, run_id, worker_group=worker_group, worker_id=worker_id, now=utcnow()
+                ),
+            )
+            log.warning(
+                "claimWork's client hung up: run back to pending",
+                extra={"taskId": record.task_id, "runId": run_id},
+            )
 
     async def claim_task(self, call: Call) -> dict[str, Any]:
         task_id, run_id = call.params["taskId"], int(call.params["runId"])

@@ -24,11 +24,26 @@ from shared.routing import task_queue_of_routing_key
 log = logging.getLogger(__name__)
 
 
+MAX_TRACKED_QUEUES = 100_000
+
+
 class ClaimWaiters:
-    def __init__(self, probe: Callable[[str], Awaitable[bool]], *, sweep_interval_s: float = 2.0):
+    def __init__(
+        self,
+        probe: Callable[[str], Awaitable[bool]],
+        *,
+        sweep_interval_s: float = 2.0,
+        hangup_check_s: float = 1.0,
+    ):
         self._probe = probe
         self._sweep_interval_s = sweep_interval_s
+        # How often a waiting poll asks whether its client is still there (a wake-up asks
+        # too, and hands itself on when the client is gone).
+        self._hangup_check_s = hangup_check_s
         self._waiting: dict[str, deque[asyncio.Future[None]]] = {}
+        # Wake-ups per task queue so far: a claimer notes it before looking for work, and
+        # one that arrives between that look and the wait is not lost.
+        self._wakeups: dict[str, int] = {}
         self._closed = False
         self._closing = asyncio.Event()
 
@@ -37,6 +52,9 @@ class ClaimWaiters:
 
     def notify(self, task_queue_id: str, count: int = 1) -> int:
         """Wake up to `count` waiters of the task queue, longest-waiting first."""
+        self._wakeups[task_queue_id] = self._wakeups.get(task_queue_id, 0) + 1
+        if len(self._wakeups) > MAX_TRACKED_QUEUES:
+            self._wakeups.pop(next(iter(self._wakeups)))
         line = self._waiting.get(task_queue_id)
         woken = 0
         while line and woken < count:
@@ -46,21 +64,29 @@ class ClaimWaiters:
                 woken += 1
         return woken
 
+    def wakeups(self, task_queue_id: str) -> int:
+        """Note this before looking for work; pass it to `wait` as `seen`."""
+        return self._wakeups.get(task_queue_id, 0)
+
     async def wait(
         self,
         task_queue_id: str,
         timeout_s: float,
         *,
         still_wanted: Callable[[], bool] = lambda: True,
-        check_every_s: float = 1.0,
+        seen: int | None = None,
     ) -> bool:
-        """Wait until woken (True) or until the timeout (False). Every `check_every_s`
-        the caller is asked whether it still wants work (its client may have hung up);
-        a wake-up that arrives for a caller who no longer wants it is passed on."""
+        """Wait until woken (True) or until the timeout (False). Every so often the caller
+        is asked whether it still wants work (its client may have hung up); a wake-up that
+        arrives for a caller who no longer wants it is passed on. With `seen` (from
+        `wakeups`), a wake-up that came since returns at once."""
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + timeout_s
+        check_every_s = self._hangup_check_s
         if self._closed or timeout_s <= 0:
             return False
+        if seen is not None and self.wakeups(task_queue_id) != seen:
+            return True
         future: asyncio.Future[None] = loop.create_future()
         line = self._waiting.setdefault(task_queue_id, deque())
         line.append(future)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.web.app import build_app
-from shared import logs
+from shared import logs, service
 from shared.config import load_settings
 
 
@@ -16,7 +16,7 @@ def main() -> None:
         build_app(settings),
         host=settings.web_host,
         port=settings.web_port,
-        print=None,
+        print=service.announce_ready,
         shutdown_timeout=5,  # open event streams end at once (on_shutdown closes them)
     )
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from services.web import graph, profiler, rows
 from services.web.context import APIS, LIVE, render, see_other, session_of
 from services.web.live import CLOSED
-from services.web.upstream import call, list_task_group
+from services.web.upstream import UpstreamError, call, list_task_group
 from shared.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ async def group_events(request: web.Request) -> web.StreamResponse:
                 await response.write(_event("snapshot", await _snapshot(queue, group_id)))
             else:
                 await response.write(_event("task", update))
+    except UpstreamError as exc:  # the stream is open: say so in it, not as a page
+        log.warning("group stream ended", extra={"taskGroupId": group_id, "code": exc.code})
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, date, datetime
 from typing import Any
 
 import aiohttp
@@ -78,7 +79,7 @@ async def create_task(request: web.Request) -> web.StreamResponse:
     task_id = slugid.nice()
     queue = request.app[APIS].queue(session_of(request))
     try:
-        await call(queue.createTask(task_id, json.loads(json.dumps(definition, default=str))))
+        await call(queue.createTask(task_id, _jsonable(definition)))
     except UpstreamError as exc:
         return render(
             request,
@@ -90,6 +91,20 @@ async def create_task(request: web.Request) -> web.StreamResponse:
         )
     log.info("task created", extra={"taskId": task_id, "clientId": session_of(request).client_id})
     return see_other(f"/tasks/{task_id}")
+
+
+def _jsonable(value: Any) -> Any:
+    """YAML reads an unquoted `2026-01-01T00:00:00Z` as a datetime: send it back in the
+    protocol's form, not Python's `str()`."""
+    if isinstance(value, datetime):
+        return format_ts(value if value.tzinfo else value.replace(tzinfo=UTC))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 @routes.get("/tasks/{taskId}")

@@ -30,21 +30,44 @@ async def _counts(queue: Any, task_queue_id: str) -> dict[str, int | None]:
         return {"pending": await _pending(queue, task_queue_id), "claimed": None}
 
 
-@routes.get("/provisioners")
-async def provisioners(request: web.Request) -> web.StreamResponse:
-    queue = request.app[APIS].queue(session_of(request))
+# Counts cost one call per task queue: only this many are counted per page view.
+COUNTED_QUEUES = 200
+COUNT_CONCURRENCY = 8
+
+
+async def _task_queue_ids(queue: Any) -> list[str]:
+    """listTaskQueues in one listing if the visitor may; else (anonymous) through the
+    provisioners and their worker types, which the anonymous role may list."""
+    try:
+        return [q["taskQueueId"] for q in await list_all(queue.listTaskQueues, key="taskQueues")]
+    except UpstreamError as exc:
+        if exc.status != 403:
+            raise
     provisioner_ids = [
         p["provisionerId"] for p in await list_all(queue.listProvisioners, key="provisioners")
     ]
     worker_types = await asyncio.gather(
         *(list_all(queue.listWorkerTypes, p, key="workerTypes") for p in provisioner_ids)
     )
-    queues = [
+    return [
         f"{p}/{wt['workerType']}"
         for p, wts in zip(provisioner_ids, worker_types, strict=True)
         for wt in wts
     ]
-    counts = await asyncio.gather(*(_counts(queue, tq) for tq in queues))
+
+
+@routes.get("/provisioners")
+async def provisioners(request: web.Request) -> web.StreamResponse:
+    queue = request.app[APIS].queue(session_of(request))
+    queues = sorted(await _task_queue_ids(queue))
+    gate = asyncio.Semaphore(COUNT_CONCURRENCY)
+
+    async def count(task_queue_id: str) -> dict[str, int | None]:
+        async with gate:
+            return await _counts(queue, task_queue_id)
+
+    counts = await asyncio.gather(*(count(tq) for tq in queues[:COUNTED_QUEUES]))
+    counts += [{"pending": None, "claimed": None}] * (len(queues) - len(counts))
     return render(request, "provisioners.html", queues=list(zip(queues, counts, strict=True)))
 
 

@@ -1,4 +1,5 @@
-"""Where artifact bytes live: MongoDB served by the queue ("gridfs") or an S3 bucket.
+"""Where artifact bytes live: MongoDB served by the queue ("mongodb", formerly "gridfs")
+or an S3 bucket.
 
 The queue keeps artifact metadata itself and asks a ByteStore for signed URLs, for the
 routes to serve (if any), and to delete expired objects.

@@ -11,7 +11,7 @@ from aiohttp import web
 
 
 class ByteStore(Protocol):
-    kind: str  # "gridfs" or "s3"
+    kind: str  # "mongodb" or "s3"
 
     def upload_url(
         self, key: str, *, content_type: str, expires: datetime, length: int | None = None

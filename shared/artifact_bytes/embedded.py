@@ -1,6 +1,7 @@
-"""The embedded byte store (`kind = "gridfs"`): bytes in MongoDB (see `chunks`), moved by
-the queue itself at signed, expiring URLs (see `signing`). Any replica serves any URL: the
-signature is checked with the shared secret and the bytes are read from the database.
+"""The embedded byte store (`kind = "mongodb"`, formerly "gridfs"): bytes in MongoDB (see
+`chunks`), moved by the queue itself at signed, expiring URLs (see `signing`). Any
+replica serves any URL: the signature is checked with the shared secret and the bytes
+are read from the database.
 
 These routes sit outside the Hawk-authenticated API (the signature is the credential)
 but inside the queue's error middleware, which formats the ApiErrors raised here.
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 
 class EmbeddedStore:
-    kind: str = "gridfs"
+    kind: str = "mongodb"  # FLOTILLA_ARTIFACT_STORE; "gridfs" is its old name
 
     def __init__(
         self,

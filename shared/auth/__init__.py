@@ -1,7 +1,8 @@
 """Pure (no I/O) authentication and authorisation: Hawk, certificates, roles, scopes.
 
 The HTTP layer gathers a `HawkRequest`, loads the clients named by
-`client_ids_needed`, calls `authenticate`, and later `AuthResult.require(expr)`.
+`client_ids_needed`, calls `authenticate`, and checks scopes with `AuthResult.satisfies`
+(shared.api's Call.authorize answers the 403).
 """
 
 from shared.auth.authenticate import (

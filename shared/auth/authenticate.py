@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.auth import certificates, hawk
-from shared.auth.errors import AuthenticationFailed, InsufficientScopes
+from shared.auth.errors import AuthenticationFailed
 from shared.auth.roles import RoleResolver
 from shared.auth.scopes import ScopeExpr, ScopeSet, is_valid_scope
 from shared.timeutil import to_utc
@@ -63,12 +63,6 @@ class AuthResult:
 
     def satisfies(self, expr: ScopeExpr) -> bool:
         return self.scope_set.satisfies(expr)
-
-    def require(self, expr: ScopeExpr) -> None:
-        """Raise InsufficientScopes (403) naming what is missing, unless satisfied."""
-        lacking = self.scope_set.missing(expr)
-        if lacking is not None:
-            raise InsufficientScopes(lacking, required=expr, client_id=self.client_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,6 @@ from datetime import datetime
 
 from aiohttp import web
 
-from shared import errors
-from shared.auth import errors as auth_errors
 from shared.auth.authenticate import AuthResult, authenticate, client_ids_needed
 from shared.auth.hawk import HawkRequest, request_port, split_host_header
 from shared.auth.scopes import ScopeExpr, ScopeSet, missing, satisfies
@@ -70,9 +68,6 @@ class HawkAuthenticator:
 
     async def authenticate(self, request: web.Request, body: bytes) -> Principal:
         hawk = hawk_request(request, body)
-        try:
-            clients = await self.store.clients(client_ids_needed(hawk))
-            result: AuthResult = authenticate(hawk, clients, await self.store.resolver(), utcnow())
-        except auth_errors.AuthenticationFailed as exc:
-            raise errors.AuthenticationFailed(str(exc)) from exc
+        clients = await self.store.clients(client_ids_needed(hawk))  # 401s raise through
+        result: AuthResult = authenticate(hawk, clients, await self.store.resolver(), utcnow())
         return Principal(result.client_id, result.scopes, result.expires, result.scope_set)

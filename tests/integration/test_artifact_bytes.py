@@ -62,7 +62,7 @@ async def serving(config: Settings, db: dbmod.Database, port: int) -> AsyncItera
         await runner.cleanup()
 
 
-@pytest.fixture(params=["gridfs", "s3"])
+@pytest.fixture(params=["mongodb", "s3"])
 async def served(
     request: pytest.FixtureRequest, settings: Settings, mongo_db: dbmod.Database
 ) -> AsyncIterator[Served]:

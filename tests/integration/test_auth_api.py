@@ -345,3 +345,45 @@ def test_client_and_role_requests_follow_upstream_schemas(root: taskcluster.Auth
     assert root.createRole(role, {"scopes": ["queue:*"], "description": "d"})["scopes"] == [
         "queue:*"
     ]
+
+
+def test_update_and_delete_a_client(
+    root: taskcluster.Auth, make_client: Callable[..., Any]
+) -> None:
+    client_id, auth = make_client(["queue:before"])
+    updated = root.updateClient(
+        client_id,
+        {"expires": in_days(2), "description": "after", "scopes": ["queue:after"]},
+    )
+    assert (updated["description"], updated["scopes"]) == ("after", ["queue:after"])
+    assert root.client(client_id)["scopes"] == ["queue:after"]
+    deadline = time.monotonic() + 5  # every replica's cache follows within its TTL
+    while "queue:after" not in auth.currentScopes()["scopes"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "queue:before" not in auth.currentScopes()["scopes"]
+    root.deleteClient(client_id)
+    assert status_of(lambda: root.client(client_id))[0] == 404
+    root.deleteClient(client_id)  # deleting again succeeds: safe to repeat
+    with pytest.raises(TaskclusterAuthFailure):
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            auth.currentScopes()
+            time.sleep(0.2)
+    assert (
+        status_of(
+            lambda: root.updateClient(client_id, {"expires": in_days(1), "description": "d"})
+        )[0]
+        == 404
+    )
+
+
+def test_read_and_delete_a_role(root: taskcluster.Auth) -> None:
+    role_id = f"test-role/{uuid.uuid4().hex[:10]}"
+    root.createRole(role_id, {"scopes": ["queue:r"], "description": "a role"})
+    role = root.role(role_id)
+    assert (role["roleId"], role["scopes"], role["description"]) == (role_id, ["queue:r"], "a role")
+    assert "queue:r" in role["expandedScopes"]
+    root.deleteRole(role_id)
+    assert status_of(lambda: root.role(role_id))[0] == 404
+    root.deleteRole(role_id)  # safe to repeat
+    assert "queue:r" not in root.expandScopes({"scopes": [f"assume:{role_id}"]})["scopes"]

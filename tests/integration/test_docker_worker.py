@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import io
 import os
 import signal
@@ -36,6 +37,7 @@ from shared.config import Settings
 from tests.conftest import (
     RunningService,
     _drop_database,
+    assert_alive,
     launch_queue,
     launch_service,
     poll_until,
@@ -168,7 +170,10 @@ async def test_success_uploads_file_and_directory_artifacts_and_the_backing_log(
         'echo "{}" > /out/sub/b.json',
         "echo packed > /data/pack.gz",
         "echo result > /result.txt",
+        "head -c 300000 /dev/urandom > /data/blob.bin",
+        'echo "blob md5 $(md5sum /data/blob.bin)"',
         artifacts={
+            "public/blob.bin": {"type": "file", "path": "/data/blob.bin"},
             "public/result.txt": {"type": "file", "path": "/result.txt"},
             "public/dir": {"type": "directory", "path": "/out"},
             "public/pack.gz": {"type": "file", "path": "/data/pack.gz"},
@@ -185,6 +190,7 @@ async def test_success_uploads_file_and_directory_artifacts_and_the_backing_log(
         "public/dir/a.txt": "s3",
         "public/dir/sub/b.json": "s3",
         "public/pack.gz": "s3",
+        "public/blob.bin": "s3",
         "public/missing.txt": "error",
         "public/not-a-dir": "error",
         "public/logs/live.log": "link",
@@ -199,6 +205,13 @@ async def test_success_uploads_file_and_directory_artifacts_and_the_backing_log(
     url = (await queue.getArtifact(task_id, "0", "public/pack.gz"))["url"]
     _, headers, body = await fetch(url)
     assert "Content-Encoding" not in headers and body == b"packed\n"  # stored as it was
+    # issue 20: binary content is stored as it is; a plain GET gives the task's bytes
+    url = (await queue.getArtifact(task_id, "0", "public/blob.bin"))["url"]
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.get(url) as response:
+            assert "Content-Encoding" not in response.headers
+            blob = await response.read()
+    assert len(blob) == 300000
     with pytest.raises(TaskclusterRestFailure) as missing:
         await queue.getArtifact(task_id, "0", "public/missing.txt")
     assert missing.value.status_code == 424
@@ -213,6 +226,8 @@ async def test_success_uploads_file_and_directory_artifacts_and_the_backing_log(
     assert lines[0].startswith("[taskcluster ") and lines[0].endswith(f"Task ID: {task_id}")
     assert "=== Task Starting ===" in log_text and "=== Task Finished ===" in log_text
     assert "hello from the task" in lines
+    (md5_line,) = [line for line in lines if line.startswith("blob md5 ")]
+    assert md5_line.split()[2] == hashlib.md5(blob).hexdigest()
     assert "Successful task run with exit code: 0 completed in" in lines[-1]
 
 
@@ -359,7 +374,11 @@ async def test_live_log_streams_while_running_and_cancel_stops_the_container_wit
     assert stop_s < 2.0
     run = await run_state(queue, task_id, 0)
     assert (run["state"], run["reasonResolved"]) == ("exception", "canceled")
-    assert "public/logs/live_backing.log" not in await artifacts_of(queue, task_id)
+    # issue 20: a cancelled run keeps its log (backing log uploaded, live.log linked to it)
+    listed = await artifacts_of(queue, task_id)
+    assert listed["public/logs/live_backing.log"] == "s3"
+    assert listed["public/logs/live.log"] == "link"
+    assert "started-marker" in await artifact_text(queue, task_id, "public/logs/live.log")
     await containers_gone(docker_client, **{RUN_LABEL: f"{task_id}/0"})
 
 
@@ -496,6 +515,7 @@ async def test_sigterm_reports_worker_shutdown_and_a_second_worker_takes_the_ret
             process.wait()
     await containers_gone(docker_client, **{RUN_LABEL: f"{task_id}/0"})
     assert "Task Starting" in await artifact_text(queue, task_id, "public/logs/live_backing.log")
+    assert (await artifacts_of(queue, task_id))["public/logs/live.log"] == "link"  # issue 20
     async with running_worker(queue_service, tmp_path, tq):
         assert (await resolved(queue, task_id, 1))["state"] == "completed"
 
@@ -520,6 +540,7 @@ async def test_a_task_longer_than_its_claim_is_kept_by_reclaiming(
             status = (await queue.status(task_id))["status"]
         assert run["state"] == "completed", run
         assert len(status["runs"]) == 1  # never expired, never retried
+        assert_alive(expiry, "claim-expiry")  # a dead one would have expired nothing
     finally:
         stop_process(expiry)
         stop_process(process)

@@ -93,6 +93,7 @@ def start_provisioner(
             "FLOTILLA_PROVISIONER_WORKER_GRACE": "5",
             **(extra_env or {}),
         },
+        ready_event=None,  # an HTTP service: its ping below says when it is ready
     )
     url = f"http://127.0.0.1:{port}"
     log_path = max(directory.glob("provisioner-*.log"), key=lambda p: p.stat().st_mtime)

@@ -567,3 +567,19 @@ def test_any_replica_serves_the_embedded_stores_urls(
         assert requests.get(url.replace(other.root_url, service.root_url)).content == b"both"
     finally:
         stop_process(process)
+
+
+def test_latest_artifact_follows_the_last_run(artifact_queue: ArtifactQueue) -> None:
+    service = artifact_queue.service
+    task_id, worker = running_run(service, retries=1)
+    request = {"storageType": "s3", "contentType": "text/plain", "expires": in_("1 day")}
+    created = worker.createArtifact(task_id, "0", "public/run0.txt", request)
+    put(created["putUrl"], b"from run 0", "text/plain")
+    queue = root_queue(service)
+    latest = queue.latestArtifact(task_id, "public/run0.txt")
+    assert latest["storageType"] == "s3"
+    assert requests.get(latest["url"]).content == b"from run 0"
+    assert latest == queue.artifact(task_id, "0", "public/run0.txt") | {"url": latest["url"]}
+    worker.reportException(task_id, "0", {"reason": "worker-shutdown"})  # retried: run 1
+    assert rest_error(queue.latestArtifact, task_id, "public/run0.txt").status_code == 404
+    assert queue.artifact(task_id, "0", "public/run0.txt")["storageType"] == "s3"

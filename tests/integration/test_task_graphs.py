@@ -4,6 +4,7 @@ dependency-resolver and claim-expiry processes running beside the queue."""
 from __future__ import annotations
 
 import datetime
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from tests.conftest import (
     Platform,
     RunningService,
     _drop_database,
+    assert_alive,
     launch_queue,
     launch_service,
     stop_process,
@@ -356,6 +358,8 @@ def test_a_reclaim_beats_the_expiry(short_claims: Platform) -> None:
         worker = worker_queue(short_claims.queue, claim)
     status = worker.reportCompleted(task_id, "0")["status"]
     assert [r["state"] for r in status["runs"]] == ["completed"]
+    # a dead claim-expiry would have expired nothing: the test proves only while it runs
+    assert_alive(short_claims.processes["claim_expiry"], "claim-expiry")
 
 
 def test_deadlines_resolve_unscheduled_pending_and_running_tasks(
@@ -388,7 +392,38 @@ def test_deadlines_resolve_unscheduled_pending_and_running_tasks(
 
 def test_services_stop_cleanly(short_claims: Platform, tmp_path: Path) -> None:
     for name in ("dependency_resolver", "claim_expiry"):
+        # launch_service returns once the service logged that its loops run
         process = launch_service(name, tmp_path, database=short_claims.queue.mongo_db)
-        time.sleep(1.0)
         process.terminate()
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=30) == 0
+
+
+def test_a_loop_that_keeps_failing_exits_70(settings: Settings, tmp_path: Path) -> None:
+    import pymongo
+
+    database = f"test_poison_{uuid.uuid4().hex[:8]}"
+    with pymongo.MongoClient(settings.mongo_url) as client:
+        # a deadline cursor no code can read: every pass of the deadline reaper fails
+        client[database]["deadlines"].insert_one({"_id": "cursor", "next": "garbage"})
+    process = None
+    try:
+        process = launch_service(
+            "claim_expiry",
+            tmp_path,
+            database=database,
+            extra_env={"FLOTILLA_LOOP_FAILURES": "3", "FLOTILLA_LOOP_FAILING": "0"},
+        )
+        assert process.wait(timeout=60) == 70
+        events = [json.loads(line) for line in _log_of(tmp_path, "claim_expiry")]
+        failed = [e for e in events if e.get("loop") == "deadline reaper" and e.get("ok") is False]
+        assert len(failed) == 3
+        assert any(e["level"] == "critical" and e.get("loop") == "deadline reaper" for e in events)
+    finally:
+        if process is not None and process.poll() is None:
+            stop_process(process)
+        _drop_database(settings.mongo_url, database)
+
+
+def _log_of(directory: Path, module: str) -> list[str]:
+    (path,) = directory.glob(f"{module}-*.log")
+    return [line for line in path.read_text().splitlines() if line.startswith("{")]

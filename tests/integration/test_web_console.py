@@ -323,7 +323,7 @@ def test_anonymous_visitors_get_no_actions_and_forged_posts_are_refused(
     for path in (f"/tasks/{task_id}", f"/tasks/groups/{group}", "/tasks/create"):
         page.goto(console + path)
         expect(page.locator("#sign-in")).to_be_visible()
-        for action in ("#cancel-task", "#rerun-task", "#cancel-group"):
+        for action in ("#cancel-task", "#rerun-task", "#cancel-group", "#create-submit"):
             expect(page.locator(action)).to_have_count(0)
     # The default anonymous role may not read tasks: the page says so and asks to sign in.
     page.goto(f"{console}/tasks/{task_id}")
@@ -414,11 +414,38 @@ def test_task_queue_page_counts_and_charts_pending_work(
     task_queue_id = new_task_queue_id()
     for _ in range(2):
         queue.createTask(taskcluster.slugId(), task_definition(task_queue_id))
+    claim(queue, task_queue_id)  # a worker shows up: the queue now knows the task queue
     page = signed_in
     page.goto(f"{console}/provisioners")
     expect(
         page.locator(f'a[href="/provisioners/{task_queue_id.replace("/", "/worker-types/")}"]')
     ).to_have_count(1)
     page.goto(f"{console}/provisioners/{task_queue_id.replace('/', '/worker-types/')}")
-    expect(page.locator("#pending-now")).to_have_text("2")
+    expect(page.locator("#pending-now")).to_have_text("1")
+    expect(page.locator("#claimed-now")).to_have_text("1")
+    expect(page.locator("table.workers")).to_contain_text("web-tests/w1")
     expect(page.locator("#chart polyline.pending")).not_to_have_attribute("points", "")
+
+
+def test_create_task_from_yaml_shows_schema_errors_inline(
+    signed_in: Page, console: str, queue_service: RunningService
+) -> None:
+    page = signed_in
+    page.goto(f"{console}/tasks/create")
+    page.fill("#definition", "taskQueueId: nope/x\npayload: {}\n")  # no created, deadline, ...
+    page.click("#create-submit")
+    expect(page.locator("#schema-errors")).to_contain_text("deadline")
+    expect(page.locator("#definition")).to_have_value("taskQueueId: nope/x\npayload: {}\n")
+    task_queue_id = new_task_queue_id()
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    later = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() + 3600))
+    page.fill(
+        "#definition",
+        f"taskQueueId: {task_queue_id}\ncreated: {now}\ndeadline: {later}\npayload: {{}}\n"
+        "metadata:\n  name: from the editor\n  description: d\n  owner: a@example.com\n"
+        "  source: https://example.com\n",
+    )
+    page.click("#create-submit")
+    expect(page.locator("#task-name")).to_have_text("from the editor")
+    task_id = page.url.rsplit("/", 1)[1]
+    assert root_queue(queue_service).task(task_id)["taskQueueId"] == task_queue_id

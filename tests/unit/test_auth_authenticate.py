@@ -15,6 +15,8 @@ import mohawk
 import pytest
 import taskcluster
 
+from shared import errors
+from shared.api import Call, Endpoint
 from shared.auth.authenticate import (
     AuthResult,
     ClientRecord,
@@ -24,7 +26,9 @@ from shared.auth.authenticate import (
 )
 from shared.auth.errors import AuthenticationFailed, InsufficientScopes
 from shared.auth.hawk import HawkRequest, request_port, split_host_header
+from shared.auth.http import Principal
 from shared.auth.roles import RoleResolver
+from shared.auth.scopes import expand_template
 from shared.timeutil import utcnow
 
 TASK_ID = "fN1SbArXTPSVFNUvaOlinQ"
@@ -176,10 +180,26 @@ def test_result_fields(server: RecordingServer, resolver: RoleResolver) -> None:
     assert result.scopes == resolver.expand(
         ["assume:worker-pool:prov/wt", "queue:create-artifact:*", "assume:anonymous"]
     )
-    result.require({"AllOf": ["queue:create-artifact:x", "queue:ping"]})
-    with pytest.raises(InsufficientScopes) as info:
-        result.require({"AllOf": ["queue:create-artifact:x", "queue:get-task:x"]})
-    assert info.value.missing == "queue:get-task:x" and "worker/w1" in info.value.message
+    # the 403 production answers: shared.api's Call.authorize with this principal
+    principal = Principal(result.client_id, result.scopes, result.expires, result.scope_set)
+    endpoint = Endpoint("task", "GET", "/task/<taskId>", _unused, scopes="queue:get-task:<taskId>")
+    call = Call(endpoint, None, {"taskId": "x"}, {}, None, None, principal, expand_template)  # type: ignore[arg-type]
+    call.authorize({"AllOf": ["queue:create-artifact:x", "queue:ping"]})
+    with pytest.raises(errors.InsufficientScopes) as info:
+        call.authorize()
+    assert (info.value.status, info.value.code) == (403, "InsufficientScopes")
+    assert "worker/w1" in info.value.message and '"queue:get-task:x"' in info.value.message
+
+
+async def _unused(call: Call) -> None:
+    raise AssertionError("not called")
+
+
+def test_auth_errors_are_the_protocols_own() -> None:
+    # Raising the auth package's AuthenticationFailed anywhere must give a 401, not a 500.
+    assert issubclass(AuthenticationFailed, errors.ApiError)
+    assert (AuthenticationFailed.status, InsufficientScopes.status) == (401, 403)
+    assert AuthenticationFailed is errors.AuthenticationFailed
 
 
 @pytest.mark.parametrize("name", [None, "task-client/abc"])

@@ -82,3 +82,11 @@ def test_settings_reject_bad_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOTILLA_ARTIFACT_STORE", "floppy")
     with pytest.raises(ValueError, match="artifact_store"):
         load_settings()
+
+
+def test_the_embedded_artifact_store_has_a_truthful_name_and_keeps_its_old_one() -> None:
+    from shared.config import load_settings
+
+    assert load_settings(artifact_store="mongodb").artifact_store == "mongodb"
+    assert load_settings(artifact_store="gridfs").artifact_store == "mongodb"
+    assert load_settings().artifact_store == "mongodb"

@@ -96,8 +96,10 @@ def png_size(path: Path) -> tuple[int, int]:
 
 @pytest.fixture
 def matplotlib_present() -> None:
-    # The drawing needs the `bench` extra (make bench-deps); the shaping above does not.
-    pytest.importorskip("matplotlib")
+    # matplotlib is in the `test` extra: a missing one fails loudly, never skips.
+    import matplotlib
+
+    assert matplotlib.__version__
 
 
 def test_bar_chart_writes_a_png(tmp_path: Path, matplotlib_present: None) -> None:

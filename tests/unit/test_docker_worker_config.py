@@ -83,3 +83,37 @@ def test_yaml_problems_are_reported(tmp_path: Path) -> None:
         load_config(["--config", str(unknown), *BASE_ARGS], BASE_ENV)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(["--config", str(tmp_path / "absent.yml")], BASE_ENV)
+
+
+def test_help_describes_every_flag_with_its_default_and_variable() -> None:
+    """issue 20: `--help` used to list flag names only."""
+    import re
+    import subprocess
+    import sys
+
+    from services.docker_worker.config import _SETTABLE
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "services.docker_worker", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"COLUMNS": "1000", "PATH": ""},
+        cwd=Path(__file__).resolve().parents[2],
+    ).stdout
+    lines: dict[str, str] = {}  # flag -> its whole entry on one line
+    flag = ""
+    for line in shown.split("options:", 1)[1].splitlines():
+        if line.strip().startswith("--"):
+            flag = line.split()[0]
+            lines[flag] = line
+        elif flag:
+            lines[flag] += " " + line.strip()
+    for field in _SETTABLE:
+        line = lines["--" + field.replace("_", "-")]
+        assert f"env FLOTILLA_WORKER_{field.upper()})" in line, line
+        assert re.search(r"\((default: .+|required|unset|no default);", line), line
+        described = line.split(None, 2)[2]
+        assert len(described.split("(")[0].strip()) > 8, line  # a description, not just a name
+    assert "(default: 1; env FLOTILLA_WORKER_CAPACITY)" in lines["--capacity"]
+    assert "default: localLiveLog,artifacts" in lines["--features"]

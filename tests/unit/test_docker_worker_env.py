@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from flotilla_worker.claim import reclaim_delay_s, run_is_ours
 from services.docker_worker.env import (
     WorkerIdentity,
     as_docker_list,
     container_env,
     worker_variables,
 )
-from services.docker_worker.supervision import reclaim_delay_s, run_is_ours
 
 IDENTITY = WorkerIdentity(
     root_url="http://queue",

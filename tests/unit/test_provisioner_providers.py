@@ -15,6 +15,8 @@ from services.provisioner.providers.aws import AwsProvider, run_instances_reques
 from services.provisioner.providers.docker import (
     DockerProvider,
     after_idle_s,
+    engine_of,
+    file_config,
     worker_command,
     worker_environment,
 )
@@ -135,6 +137,17 @@ def test_docker_worker_command_has_identity_and_idle_shutdown_but_no_secrets(
     assert "--task-queue-id=p/w" in command and "--worker-id=w-1" in command
     assert "--capacity=2" in command and "--after-idle-s=15" in command
     assert not any("token" in part.lower() for part in command)
+
+
+def test_a_process_engine_pool_runs_the_process_worker(tmp_path: Path) -> None:
+    config = PoolConfig(maxCapacity=1, workerConfig={"engine": "process", "capacity": 2})
+    pool = Pool("p/w", "docker", config)
+    worker = {"workerGroup": "docker", "workerId": "w-1", "capacity": 1}
+    command = worker_command("python", pool, worker, tmp_path / "w-1", None)
+    assert command[:3] == ["python", "-m", "services.process_worker"]
+    assert file_config(config.workerConfig) == {"capacity": 2}
+    with pytest.raises(ValueError, match="engine"):
+        engine_of({"engine": "vm"})
 
 
 def test_idle_shutdown_setting_forms() -> None:

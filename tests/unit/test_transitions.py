@@ -15,6 +15,7 @@ from shared.models import Run, TaskDefinition
 from shared.timeutil import format_ts
 from shared.transitions import (
     MAX_RUNS,
+    ClaimEnded,
     Dequeue,
     Enqueue,
     Outcome,
@@ -1178,3 +1179,24 @@ def test_the_group_is_counted_before_the_resolution_is_announced() -> None:
             if isinstance(e, transitions.GroupMemberResolved | Message)
         ]
         assert kinds[0] == "group" and "message" in kinds, kinds
+
+
+# --- a claim whose answer could not be delivered ---------------------------------------
+
+
+def test_unclaim_puts_the_run_back_to_pending_for_the_next_worker() -> None:
+    record = running()
+    outcome = transitions.unclaim(record, 0, worker_group=WG, worker_id=WID, now=LATER)
+    assert outcome.changed
+    run = outcome.record.runs[0]
+    assert (run.state, run.workerGroup, run.takenUntil) == ("pending", None, None)
+    assert outcome.record.taken_until is None
+    assert kinds(outcome) == ["Enqueue", "task-pending"]
+    assert ClaimEnded(TASK_ID, 0) in outcome.effects
+
+
+def test_unclaim_by_anyone_else_or_after_a_report_changes_nothing() -> None:
+    record = running()
+    assert not transitions.unclaim(record, 0, worker_group=WG, worker_id="x", now=LATER).changed
+    done = transitions.resolve(record, 0, "completed", now=LATER).record
+    assert not transitions.unclaim(done, 0, worker_group=WG, worker_id=WID, now=LATER).changed

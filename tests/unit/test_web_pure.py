@@ -121,3 +121,50 @@ def test_session_cookie_round_trips_and_refuses_tampering() -> None:
     assert codec.decode(None) is None
     assert csrf_ok(signed, signed.csrf)
     assert not csrf_ok(signed, None) and not csrf_ok(signed, "x") and not csrf_ok(None, "x")
+
+
+def test_yaml_dates_go_back_to_the_queue_in_the_protocol_form() -> None:
+    from services.web.tasks import _jsonable
+
+    parsed = {"created": datetime(2026, 1, 2, 3, 4, 5, 678000), "tags": [{"d": T0}], "n": 1}
+    assert _jsonable(parsed) == {
+        "created": "2026-01-02T03:04:05.678Z",
+        "tags": [{"d": "2026-01-01T00:00:00.000Z"}],
+        "n": 1,
+    }
+
+
+def test_a_watched_group_binds_every_task_exchange_with_its_routing_key_pattern() -> None:
+    from services.web.live import bindings_for, summarize
+    from shared.routing import task_routing_key
+
+    key = task_routing_key(
+        task_id="t1",
+        run_id=0,
+        provisioner_id="p",
+        worker_type="w",
+        scheduler_id="-",
+        task_group_id="g1",
+    )
+    patterns = {b.event: b.pattern for b in bindings_for("g1")}
+    assert patterns["task-completed"] == "primary.*.*.*.*.*.*.*.g1.#"
+    assert patterns["task-group-resolved"] == "primary.g1.#"
+    words, pattern = key.split("."), patterns["task-running"].split(".")
+    assert all(p in ("*", w) for p, w in zip(pattern[:9], words[:9], strict=True))
+    status = {"taskId": "t1", "taskGroupId": "g1", "state": "completed", "runs": [{}, {}]}
+    assert summarize("x/task-completed", {"status": status}) == (
+        "g1",
+        {
+            "taskId": "t1",
+            "state": "completed",
+            "runs": 2,
+            "taskQueueId": None,
+            "started": None,
+            "resolved": None,
+        },
+    )
+    assert summarize("x/task-group-resolved", {"taskGroupId": "g1"}) == (
+        "g1",
+        {"groupResolved": True},
+    )
+    assert summarize("x/task-pending", {"no": "status"}) is None

@@ -5,6 +5,10 @@
 - container: a container of the docker-worker image (providers.docker_container);
 - process: `python -m services.docker_worker` from this checkout as a local process.
 
+A pool whose `workerConfig.engine` is `process` runs the process engine instead
+(`python -m services.process_worker`: tasks as native processes, generic-worker
+payloads), always in process form; the rest of its workerConfig is that worker's config.
+
 Either way the provisioner hands the worker its credentials (the ones registerWorker
 would return) through the environment, so they never show in `ps`. The pool's
 `workerConfig` becomes the worker's YAML config file (upstream spellings such as
@@ -54,6 +58,15 @@ DEFAULT_AFTER_IDLE_S = 300.0
 WORKER_GROUP = "docker"
 IMAGE_CHECK_S = 10.0  # how long "is the worker image present?" is remembered
 _OWN_ENV_PREFIXES = ("FLOTILLA_WORKER_", "TASKCLUSTER_")
+ENGINES = {"docker": "services.docker_worker", "process": "services.process_worker"}
+
+
+def engine_of(worker_config: dict[str, Any]) -> str:
+    """The pool's worker engine (`workerConfig.engine`, default docker). Pure."""
+    engine = worker_config.get("engine", "docker")
+    if engine not in ENGINES:
+        raise ValueError(f"workerConfig.engine must be one of {sorted(ENGINES)}, not {engine!r}")
+    return str(engine)
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ def worker_command(
     command = [
         python,
         "-m",
-        "services.docker_worker",
+        ENGINES[engine_of(pool.config.workerConfig)],
         f"--task-queue-id={pool.pool_id}",
         f"--worker-group={worker['workerGroup']}",
         f"--worker-id={worker['workerId']}",
@@ -128,7 +141,8 @@ def after_idle_s(worker_config: dict[str, Any]) -> float:
 
 def file_config(worker_config: dict[str, Any]) -> dict[str, Any]:
     """workerConfig minus what the provisioner passes as flags."""
-    return {k: v for k, v in worker_config.items() if k not in ("afterIdleSeconds", "shutdown")}
+    flags = ("afterIdleSeconds", "shutdown", "engine")
+    return {k: v for k, v in worker_config.items() if k not in flags}
 
 
 class DockerProvider:
@@ -168,6 +182,8 @@ class DockerProvider:
         if config.launchConfigs:
             raise ValueError("launchConfigs are for the aws provider")
         after_idle_s(config.workerConfig)  # a number, or a clear error now
+        if engine_of(config.workerConfig) == "process" and config.launch == "container":
+            raise ValueError("the process engine runs in process form only")
 
     def worker_extra(self, pool: Pool) -> dict[str, Any]:
         return {}
@@ -205,6 +221,8 @@ class DockerProvider:
             config_file = directory / "worker.yml"
             config_file.write_text(yaml.safe_dump(extra))
         form = choose_form(pool.config.launch, await self._image_present())
+        if engine_of(pool.config.workerConfig) == "process":
+            form = "process"
         if form == "container":
             return await self._launch_container(pool, worker, creds, directory, config_file)
         return await self._launch_process(pool, worker, creds, directory, config_file)

@@ -61,6 +61,10 @@ class TaskLog:
     def error(self, message: str) -> None:
         self.write(error_line(message))
 
+    def line(self, text: str) -> None:
+        """A line of the task's own output (no `[taskcluster]` prefix)."""
+        self.write(text.encode() + b"\n")
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

@@ -5,21 +5,18 @@
 A 409 means the run is no longer ours (cancelled, deadline, resolved elsewhere): stop,
 report nothing. Any other error: stop with `internal-error`.
 
-**Cancellation within 2 s** (beyond upstream, which learns of a cancel only at the next
-reclaim, ~10 min later): each running task reads `queue.status(taskId)` once per
+**Cancellation within a second** (beyond upstream, which learns of a cancel only at the
+next reclaim, ~10 min later): each running task reads `queue.status(taskId)` once per
 `status_probe_interval_s` (1 s). When the run is not `running` any more, or another worker
-holds it, the container is killed and nothing is reported. Why a status probe rather than
-an event subscription:
-- the worker speaks only the queue's HTTP API (no RabbitMQ credentials or bindings to
-  manage, nothing to re-establish after a broker restart, no missed message after a
-  reconnect: each probe reads the durable state, so a lost probe only delays by a second);
-- `status` is one indexed read on the queue and costs one small request per running
-  task per second: for 4 tasks, 4 req/s, well within one queue
-  replica. A fleet of thousands of slots would want a long-poll endpoint instead;
-- it sees every way a run can end without us (cancelTask, claim expiry, deadline),
-  not only cancellation.
+holds it, the work is stopped and nothing is reported. Why a status probe rather than an
+event subscription:
+- the worker speaks only the queue's HTTP API (no AMQP credentials or bindings to manage,
+  nothing to re-establish after a broker restart, no missed message after a reconnect:
+  each probe reads the durable state, so a lost probe only delays by a second);
+- `status` is one indexed read and costs one small request per running task per second;
+- it sees every way a run can end without us (cancelTask, claim expiry, deadline).
 The probe uses the worker's own credentials: `status` needs `queue:status:<taskId>`, which
-a claim's temporary credentials (limited to the task's scopes) lack. A failed probe is
+a claim's temporary credentials (limited to the task's scopes) may lack. A failed probe is
 ignored (the next one, or the reclaim, catches up); the first failure is logged.
 """
 
@@ -33,20 +30,21 @@ from typing import Any
 
 from taskcluster.exceptions import TaskclusterRestFailure
 
-from services.docker_worker.results import Ending
-from shared.timeutil import parse_ts, utcnow
+from flotilla_worker.results import Ending
+from flotilla_worker.timeutil import parse_ts, utcnow
 
 log = logging.getLogger(__name__)
 
 MIN_RECLAIM_DELAY_S = 1.0
 
 OnLost = Callable[[Ending, str], None]
+QueueFactory = Callable[[dict[str, str]], Any]  # credentials → taskcluster.aio.Queue
 
 
 class RunClaim:
     """One claimed run: its task, and a queue client with the latest credentials."""
 
-    def __init__(self, claim: dict[str, Any], queue_for: Callable[[dict[str, str]], Any]) -> None:
+    def __init__(self, claim: dict[str, Any], queue_for: QueueFactory) -> None:
         self.task_id: str = claim["status"]["taskId"]
         self.run_id: int = int(claim["runId"])
         self.task: dict[str, Any] = claim["task"]
@@ -54,6 +52,7 @@ class RunClaim:
         self.worker_id: str = claim["workerId"]
         self._queue_for = queue_for
         self.taken_until: str = claim["takenUntil"]
+        self.credentials: dict[str, str] = claim["credentials"]
         self.queue = queue_for(claim["credentials"])
 
     @property
@@ -62,6 +61,7 @@ class RunClaim:
 
     def renew(self, reclaimed: dict[str, Any]) -> None:
         self.taken_until = reclaimed["takenUntil"]
+        self.credentials = reclaimed["credentials"]
         self.queue = self._queue_for(reclaimed["credentials"])
 
 

@@ -1,0 +1,1 @@
+"""The process engine: tasks as native processes (generic-worker "insecure" style)."""
