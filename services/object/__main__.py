@@ -7,7 +7,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from services.object.app import build_app
-from shared import logs
+from shared import logs, service
 from shared.config import load_settings
 
 
@@ -18,7 +18,7 @@ def main() -> None:
         build_app(settings),
         host=settings.object_host,
         port=settings.object_port,
-        print=None,
+        print=service.announce_ready,
         shutdown_timeout=30,  # uploads in flight get to finish
         max_field_size=65536,  # certificates with many scopes make long Authorization headers
         # Object bytes are stored as sent: an encoded upload must not be inflated.
