@@ -74,7 +74,7 @@ def _wait_ok(url: str, process: Any, what: str) -> None:
     pytest.fail(f"{what} did not answer {url} within 30 s")
 
 
-@pytest.fixture(scope="module", params=["gridfs", "s3"])
+@pytest.fixture(scope="module", params=["mongodb", "s3"])
 def deployment(
     request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Deployment]:
@@ -285,7 +285,7 @@ def test_bad_input_is_refused_and_changes_nothing(deployment: Deployment) -> Non
     finish = {"projectId": "p", "uploadId": upload_id}
     assert rest_error(objects.finishUpload, name, finish).status_code == 400
     assert rest_error(objects.object, name).status_code == 404
-    if deployment.kind == "gridfs":  # the length is signed into the embedded store's URL
+    if deployment.kind == "mongodb":  # the length is signed into the embedded store's URL
         other = requests.put(
             put_url["url"], data=data + b"!", headers={"Content-Type": "text/plain"}
         )
@@ -314,7 +314,7 @@ def test_bad_input_is_refused_and_changes_nothing(deployment: Deployment) -> Non
 
 
 def test_a_trickled_put_to_a_signed_object_url_is_cut_off(deployment: Deployment) -> None:
-    if deployment.kind != "gridfs":
+    if deployment.kind != "mongodb":
         pytest.skip("S3 serves its own presigned URLs")
     objects = taskcluster.Object(deployment.service.client_options())
     name = f"slow/{uuid.uuid4().hex}"
