@@ -223,9 +223,7 @@ def test_a_task_queue_with_pending_tasks_is_known_before_any_worker(
     assert queue.getProvisioner(prov)["provisionerId"] == prov
     assert [w["workerType"] for w in queue.listWorkerTypes(prov)["workerTypes"]] == [wt]
     assert queue.listWorkers(prov, wt) == {"workers": []}
-    assert tq in [
-        q["taskQueueId"] for q in collect(queue.listTaskQueues, "taskQueues", limit=1000)
-    ]
+    assert tq in [q["taskQueueId"] for q in collect(queue.listTaskQueues, "taskQueues", limit=1000)]
     assert prov in [
         p["provisionerId"] for p in collect(queue.listProvisioners, "provisioners", limit=1000)
     ]
