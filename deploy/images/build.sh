@@ -14,7 +14,8 @@
 #      (FLOTILLA_IMAGE_TAG overrides the tag).
 #   4. With no arguments (or `standins`), also the stand-ins for compose's server images
 #      (deploy/standin/): flotilla/mongo-standin (our FerretDB build) and
-#      flotilla/rabbitmq-standin (Debian's rabbitmq-server), on the same base.
+#      flotilla/rabbitmq-standin (Debian's rabbitmq-server), flotilla/ingress-standin
+#      (Debian's nginx, for an nginx:stable ingress), on the same base.
 source "$(dirname "$0")/../local/common.sh"
 
 SERVICES=(queue dependency-resolver claim-expiry provisioner docker-worker index purge-cache object)
@@ -153,11 +154,11 @@ docker_build() {
   fi
 }
 
-# Stand-ins for mongo:7 and rabbitmq:3-management (deploy/standin/Dockerfile), for hosts
-# that cannot pull them; deploy/compose.standin.yaml swaps them in. The FerretDB binary is
-# the one deploy/local/ferretdb.sh builds; rabbitmq-server comes from the Debian mirror
-# (the build uses the host's network for apt, as debootstrap does; no registry).
-STANDINS=(mongo-standin rabbitmq-standin)
+# Stand-ins for mongo:7, rabbitmq:3-management and nginx:stable (deploy/standin/Dockerfile)
+# for hosts that cannot pull them; deploy/compose.standin.yaml swaps them in. The FerretDB
+# binary is the one deploy/local/ferretdb.sh builds; rabbitmq-server and nginx come from the
+# Debian mirror (the build uses the host's network for apt, as debootstrap does; no registry).
+STANDINS=(mongo-standin rabbitmq-standin ingress-standin)
 build_standins() {
   local base=$1 ctx target
   "$REPO_ROOT/deploy/local/ferretdb.sh" build
