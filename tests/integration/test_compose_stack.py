@@ -12,7 +12,8 @@ One test, in phases that build on each other (each phase's duration is printed):
   basics     a container task (docker-worker), a graph of container tasks
              (examples/diamond.yaml via the CLI), its task-completed events reaching a
              subscriber, a client made with the Auth API
-  scale      dependency-resolver scaled to 3; a 200-task graph (the test is its worker)
+  scale      dependency-resolver scaled to 3 and two queue replicas behind the ingress;
+             a 200-task graph (the test is its worker)
              completes, every task claimed and completed exactly once, after its
              dependencies; every service restarted mid-graph, nothing lost
   down/up    `down` (volumes kept) and `up` again: tasks, clients, artifacts still there
@@ -54,6 +55,7 @@ COLD_BUILD_S = 1800
 HEALTHY_S = 300  # readiness bounds, not performance limits: the box is shared
 GRAPH_LAYERS, GRAPH_WIDTH = 10, 20  # 200 tasks; each needs two of the layer before
 RESOLVERS = 3
+QUEUES = 2  # replicas behind the ingress
 HEALTH_INTERVAL = "2s"
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(COLD_BUILD_S + 1800)]
@@ -375,8 +377,13 @@ def test_the_compose_stack_runs_scales_restarts_and_keeps_its_data(stack: Stack)
 
     # --- scale out the resolvers; a 200-task graph; restart everything mid-graph --------
     started = time.monotonic()
-    stack.compose("up", "-d", "--no-recreate", "--scale", f"dependency-resolver={RESOLVERS}")
-    stack.wait_healthy({"dependency-resolver": RESOLVERS})
+    scaled = {"dependency-resolver": RESOLVERS, "queue": QUEUES}
+    scale_args = [arg for name, n in scaled.items() for arg in ("--scale", f"{name}={n}")]
+    stack.compose("up", "-d", "--no-recreate", *scale_args)
+    stack.wait_healthy(scaled)
+    # nginx resolves the queue's replicas when it starts: restart it to spread over them.
+    stack.compose("restart", "ingress")
+    stack.wait_healthy(scaled)
     queue_id = f"compose-{uuid.uuid4().hex[:6]}/graph"
     graph_group = taskcluster.slugId()
     layers, needs = layered_graph()
@@ -402,7 +409,7 @@ def test_the_compose_stack_runs_scales_restarts_and_keeps_its_data(stack: Stack)
         if not restarted and len(completed) >= len(needs) // 2:
             restart_started = time.monotonic()
             stack.compose("restart", "-t", "20")
-            stack.wait_healthy({"dependency-resolver": RESOLVERS})
+            stack.wait_healthy(scaled)
             stack.timed("restart (all services)", restart_started)
             restarted = True
         work = queue.claimWork(queue_id, {"workerGroup": "compose", "workerId": "t", "tasks": 20})
