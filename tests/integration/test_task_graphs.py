@@ -56,6 +56,19 @@ def complete(queue: taskcluster.Queue, service: RunningService, tq: str, task_id
     worker_queue(service, claim).reportCompleted(task_id, str(claim["runId"]))
 
 
+def resolver_caught_up(queue: taskcluster.Queue, service: RunningService) -> None:
+    """Wait until the resolver has handled every resolution published so far: one more
+    resolution, with a dependent of its own, goes through the same FIFO queue behind
+    them, so once its dependent is pending the earlier ones were handled too (instead
+    of sleeping and hoping "nothing happened" means the resolver looked)."""
+    tq = new_task_queue_id()
+    sentinel, dependent = taskcluster.slugId(), taskcluster.slugId()
+    queue.createTask(sentinel, task_definition(tq))
+    queue.createTask(dependent, task_definition(tq, dependencies=[sentinel]))
+    complete(queue, service, tq, sentinel)
+    wait_for(lambda: state(queue, dependent) == "pending", what="the resolver to catch up")
+
+
 @pytest.fixture
 def queue(platform: Platform) -> taskcluster.Queue:
     return root_queue(platform.queue)
@@ -86,7 +99,7 @@ def test_a_diamond_waits_for_both_sides(queue: taskcluster.Queue, platform: Plat
     wait_for(lambda: state(queue, left) == state(queue, right) == "pending", what="both sides")
     first = claim_one(queue, tq)
     worker_queue(platform.queue, first).reportCompleted(first["status"]["taskId"], "0")
-    time.sleep(0.3)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, bottom) == "unscheduled"  # one side is not enough
     second = claim_one(queue, tq)
     worker_queue(platform.queue, second).reportCompleted(second["status"]["taskId"], "0")
@@ -134,7 +147,7 @@ def test_a_retried_run_is_not_a_resolution(queue: taskcluster.Queue, platform: P
     worker_queue(platform.queue, claim).reportException(
         required, "0", {"reason": "worker-shutdown"}
     )
-    time.sleep(0.5)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, dependent) == "unscheduled"
     complete(queue, platform.queue, tq, required)
     wait_for(lambda: state(queue, dependent) == "pending", what="dependent pending")
@@ -175,7 +188,7 @@ def test_a_wide_fan_in_counts_in_shards(queue: taskcluster.Queue, platform: Plat
     listed = queue.listDependentTasks(ids[-1])["tasks"]
     assert [task["status"]["taskId"] for task in listed] == [sink]
     drain_completing(queue, tq, 99)
-    time.sleep(0.5)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, sink) == "unscheduled", "one dependency is still running"
     drain_completing(queue, tq, 1)
     wait_for(lambda: state(queue, sink) == "pending", what="the wide fan-in's sink")
