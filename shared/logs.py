@@ -7,6 +7,23 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+# A task's lifecycle, one event per step, declared here so every service logs (and every
+# test looks for) the same words. Each carries `taskId`, and `runId` where a run is meant:
+#     log.info(logs.TASK_RESOLVED, extra=logs.task_fields(task_id, run_id, reason=...))
+TASK_CREATED = "task created"
+TASK_PENDING = "task pending"
+TASK_CLAIMED = "task claimed"
+TASK_RESOLVED = "task resolved"
+TASK_EXPIRED = "task expired"
+
+
+def task_fields(task_id: str, run_id: int | None = None, **more: object) -> dict[str, object]:
+    fields: dict[str, object] = {"taskId": task_id, **more}
+    if run_id is not None:
+        fields["runId"] = run_id
+    return fields
+
+
 # Attributes every LogRecord has; anything else came in through `extra=` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

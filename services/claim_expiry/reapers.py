@@ -26,6 +26,7 @@ from shared import (
     deadlines,
     dependencies,
     errors,
+    logs,
     taskgroups,
     transitions,
 )
@@ -150,7 +151,10 @@ class ClaimReaper:
             decide = lambda r: transitions.expire_claim(r, run_id, taken_until, now)  # noqa: E731
         outcome = await self.store.mutate(task_id, decide)
         if outcome.changed:
-            log.info("claim expired", extra={"taskId": task_id, "runId": run_id})
+            log.info(
+                logs.TASK_RESOLVED,
+                extra=logs.task_fields(task_id, run_id, reason="claim-expired"),
+            )
 
 
 class DeadlineReaper:
@@ -189,7 +193,9 @@ class DeadlineReaper:
             log.exception("deadline resolution failed", extra={"taskId": task_id})
             return  # the periodic sweep repairs it
         if outcome.changed:
-            log.info("deadline exceeded", extra={"taskId": task_id})
+            log.info(
+                logs.TASK_RESOLVED, extra=logs.task_fields(task_id, reason="deadline-exceeded")
+            )
 
 
 class Expirer:
@@ -261,6 +267,7 @@ class Expirer:
                 runs = [f"{record.task_id}/{run.runId}" for run in record.runs]
                 await self.db[artifacts.RUN_INDEX].delete_many({"_id": {"$in": runs}})
                 await self.store.delete(record)
+                log.info(logs.TASK_EXPIRED, extra=logs.task_fields(record.task_id))
             deleted += len(batch)
             if len(batch) < EXPIRY_BATCH:
                 break

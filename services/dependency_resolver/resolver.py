@@ -27,7 +27,15 @@ import pymongo.errors
 from aio_pika.abc import AbstractIncomingMessage
 
 from services.dependency_resolver import release
-from shared import dependencies, errors, events, resolution_queue, taskgroups, transitions
+from shared import (
+    dependencies,
+    errors,
+    events,
+    logs,
+    resolution_queue,
+    taskgroups,
+    transitions,
+)
 from shared.broker import BrokerError
 from shared.loops import FailureBudget
 from shared.routing import dependency_resolver_queue as dependency_queue_name
@@ -115,6 +123,8 @@ class Resolver:
                     )
                 except (errors.RequestConflict, errors.ResourceNotFound):
                     return False  # past its deadline (the deadline resolver has it) or gone
+                if outcome.changed:
+                    log.info(logs.TASK_PENDING, extra=logs.task_fields(task_id, 0))
                 return outcome.changed
 
         return sum(await asyncio.gather(*(one(task_id) for task_id in task_ids)))

@@ -15,7 +15,7 @@ from typing import Any
 
 from services.queue.context import QueueContext
 from services.queue.workers_api import WORKER_PARAMS, WORKER_PATH
-from shared import claims, errors, transitions
+from shared import claims, errors, logs, transitions
 from shared.api import Call, Endpoint
 from shared.timeutil import utcnow
 from shared.transitions import Outcome, TaskRecord
@@ -74,7 +74,9 @@ class WorkerShutdownApi:
                 continue  # resolved meanwhile (by the worker itself, or claim-expiry)
             resolved.append({"taskId": task_id, "runId": run_id})
             log.info(
-                "run resolved: worker gone",
-                extra={"taskId": task_id, "runId": run_id, "workerId": worker_id},
+                logs.TASK_RESOLVED,
+                extra=logs.task_fields(
+                    task_id, run_id, reason="worker-shutdown", workerId=worker_id
+                ),
             )
         return {"resolved": resolved}

@@ -178,8 +178,14 @@ async def test_delete_is_idempotent_and_makes_get_404(
         assert response.status == 200
 
 
-async def test_start_is_repeatable(served: Served) -> None:
+async def test_start_is_repeatable(served: Served, http: aiohttp.ClientSession) -> None:
+    key = _key()
+    await _put(http, served.store, key, b"before")
     await served.store.start()  # every replica starts it, the bucket exists by then
+    await served.store.start()
+    async with http.get(served.store.download_url(key, expires=_soon())) as response:
+        assert (response.status, await response.read()) == (200, b"before")  # nothing lost
+    await _put(http, served.store, _key(), b"after")  # and it still takes uploads
 
 
 async def test_curl_downloads_a_signed_url(

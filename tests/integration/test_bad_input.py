@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import urllib.parse
 from typing import Any
 
+import pymongo
 import pytest
 import requests
 import taskcluster
 from taskcluster.exceptions import TaskclusterRestFailure
 
+from shared.config import load_settings
+from shared.taskstore import TASKS
 from tests.conftest import RunningService
 from tests.integration.queue_support import new_task_queue_id, root_queue, task_definition
 
@@ -170,3 +174,31 @@ def test_the_static_client_guard_is_a_400(queue_service: RunningService) -> None
     for call in (auth.disableClient, auth.deleteClient, auth.resetAccessToken):
         error = refused(call, queue_service.root_client_id)
         assert (error.status_code, error.body["code"]) == (400, "InputError")
+
+
+# --- the one error boundary: anything unexpected is a logged 500 with an incident id -------
+
+
+def test_an_unexpected_failure_is_a_500_with_an_incident_id_in_the_log(
+    queue_service: RunningService,
+) -> None:
+    task_id = taskcluster.slugId()
+    # a task document no code can read (what a bug or a hand edit could leave)
+    with pymongo.MongoClient(load_settings().mongo_url) as client:
+        tasks = client[queue_service.mongo_db][TASKS]
+        tasks.insert_one({"_id": task_id, "definition": 1})
+        try:
+            error = refused(root_queue(queue_service).status, task_id)
+        finally:  # the session's queue is shared: leave no poison behind
+            tasks.delete_one({"_id": task_id})
+    assert (error.status_code, error.body["code"]) == (500, "InternalServerError")
+    assert set(error.body) == {"code", "message", "requestInfo"}
+    incident = re.search(r"incidentId ([0-9a-f-]{36})", error.body["message"])
+    assert incident is not None, error.body["message"]
+    logged = [
+        json.loads(line)
+        for line in queue_service.log_path.read_text().splitlines()
+        if incident.group(1) in line
+    ]
+    assert len(logged) == 1 and logged[0]["level"] == "error"
+    assert "Traceback" in logged[0]["exception"]

@@ -25,13 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import io
 import os
 from collections.abc import Awaitable, Callable
 
 import pytest
-from gridfs import AsyncGridFSBucket
-from gridfs.errors import NoFile
 from pymongo import (
     ASCENDING,
     DESCENDING,
@@ -68,46 +65,6 @@ def _pending(i: int, priority: int, queue: str = "prov/wt") -> Document:
         "priority": priority,
         "insertedAt": T0 + dt.timedelta(seconds=i),
     }
-
-
-async def test_claim_uses_sort_and_return_document(mongo_db: Database) -> None:
-    pending = mongo_db["pending"]
-    # Inserted out of order so the sort, not insertion order, decides the winner.
-    await pending.insert_many(
-        [_pending(3, 1), _pending(1, 5), _pending(2, 5), _pending(0, 1), _pending(4, 9, "other")]
-    )
-    claim = {"taskQueueId": "prov/wt", "claimedBy": {"$exists": False}}
-
-    after = await pending.find_one_and_update(
-        claim, {"$set": {"claimedBy": "w1"}}, sort=CLAIM_ORDER, return_document=AFTER
-    )
-    assert after is not None and after["_id"] == "p1" and after["claimedBy"] == "w1"
-
-    before = await pending.find_one_and_update(
-        claim, {"$set": {"claimedBy": "w2"}}, sort=CLAIM_ORDER, return_document=BEFORE
-    )
-    assert before is not None and before["_id"] == "p2" and "claimedBy" not in before
-
-    order = []
-    while (
-        doc := await pending.find_one_and_update(
-            claim, {"$set": {"claimedBy": "w3"}}, sort=CLAIM_ORDER
-        )
-    ) is not None:
-        order.append(doc["_id"])
-    # Equal priority falls back to insertedAt ascending; the other queue is never touched.
-    assert order == ["p0", "p3"]
-    assert (await pending.find_one({"_id": "p4"}) or {}).get("claimedBy") is None
-
-
-async def test_find_one_and_delete_with_sort(mongo_db: Database) -> None:
-    pending = mongo_db["pending"]
-    await pending.insert_many([_pending(0, 1), _pending(1, 3), _pending(2, 3)])
-    taken = [
-        await pending.find_one_and_delete({"taskQueueId": "prov/wt"}, sort=CLAIM_ORDER)
-        for _ in range(4)
-    ]
-    assert [d and d["_id"] for d in taken] == ["p1", "p2", "p0", None]
 
 
 async def test_upsert_and_set_on_insert(mongo_db: Database) -> None:
@@ -570,43 +527,6 @@ async def test_large_documents(mongo_db: Database) -> None:
     await col.insert_one({"_id": "blob", "data": blob})
     doc = await col.find_one({"_id": "blob"})
     assert doc is not None and doc["data"] == blob
-
-
-async def test_gridfs_bucket(mongo_db: Database) -> None:
-    bucket = AsyncGridFSBucket(mongo_db, bucket_name="compat_fs", chunk_size_bytes=64 * 1024)
-    data = os.urandom(300 * 1024 + 17)
-    file_id = await bucket.upload_from_stream(
-        "task/0/public/logs/live.log", io.BytesIO(data), metadata={"contentType": "text/plain"}
-    )
-    stream = bucket.open_upload_stream("other", chunk_size_bytes=1024)
-    await stream.write(b"z" * 3000)
-    await stream.close()
-
-    out = await bucket.open_download_stream(file_id)
-    assert (out.length, out.chunk_size, out.metadata) == (
-        len(data),
-        64 * 1024,
-        {"contentType": "text/plain"},
-    )
-    chunks = []
-    while chunk := await out.readchunk():
-        chunks.append(chunk)
-    await out.close()
-    assert [len(c) for c in chunks] == [64 * 1024] * 4 + [44 * 1024 + 17]
-    assert b"".join(chunks) == data
-
-    out = await bucket.open_download_stream_by_name("task/0/public/logs/live.log")
-    await out.seek(1000)
-    assert await out.read(10) == data[1000:1010]
-    await out.close()
-    found = [f._id async for f in bucket.find({"filename": "task/0/public/logs/live.log"})]
-    assert found == [file_id]
-
-    await bucket.delete(file_id)
-    with pytest.raises(NoFile):
-        await bucket.open_download_stream(file_id)
-    assert await mongo_db["compat_fs.chunks"].count_documents({"files_id": file_id}) == 0
-    assert await mongo_db["compat_fs.files"].count_documents({}) == 1
 
 
 async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> None:

@@ -353,8 +353,9 @@ def test_create_artifact_checks_in_upstreams_order(artifact_queue: ArtifactQueue
     odd = {"storageType": "s3", "expires": in_("1 day")}
     assert rest_error(worker.createArtifact, task_id, "0", "public/o", odd).status_code == 400
     # re-creating: identical is fine, reference -> link is fine, other changes are 409
-    worker.createArtifact(task_id, "0", "public/x", fresh)
-    worker.createArtifact(task_id, "0", "public/x", fresh)
+    first = worker.createArtifact(task_id, "0", "public/x", fresh)
+    again = worker.createArtifact(task_id, "0", "public/x", fresh)
+    assert first == again == {"storageType": fresh["storageType"]}
     other_type = {**fresh, "contentType": "text/html"}
     assert (
         rest_error(worker.createArtifact, task_id, "0", "public/x", other_type).status_code == 409
@@ -362,7 +363,11 @@ def test_create_artifact_checks_in_upstreams_order(artifact_queue: ArtifactQueue
     shorter = {**fresh, "expires": in_("1 hour")}
     assert rest_error(worker.createArtifact, task_id, "0", "public/x", shorter).status_code == 409
     link = {"storageType": "link", "artifact": "public/y", "expires": in_("2 days")}
-    worker.createArtifact(task_id, "0", "public/x", link)
+    assert worker.createArtifact(task_id, "0", "public/x", link) == {"storageType": "link"}
+    assert (
+        root_queue(artifact_queue.service).artifactInfo(task_id, "0", "public/x")["storageType"]
+        == "link"
+    )
     error = {
         "storageType": "error",
         "reason": "file-missing-on-worker",

