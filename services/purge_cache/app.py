@@ -33,6 +33,9 @@ def build_app(settings: Settings) -> web.Application:
     app = make_app(api)
 
     async def database_context(app: web.Application) -> AsyncIterator[None]:
+        # Connect now, not at the first request: a database that cannot be reached fails
+        # the start, and the image's healthcheck sees the connection it expects.
+        await client.admin.command("ping")
         yield
         await client.close()
 
