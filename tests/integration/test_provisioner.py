@@ -544,6 +544,14 @@ async def test_static_workers_register_with_their_secret_and_are_never_provision
         with pytest.raises(TaskclusterRestFailure) as conflict:
             manager.createWorker(pool, "rack-1", "box-1", other)
         assert conflict.value.status_code == 409
+        # workerPool reads the pool back; updateWorker changes what it may change
+        read = manager.workerPool(pool)
+        assert (read["workerPoolId"], read["providerId"]) == (pool, "static")
+        assert read["config"]["workerConfig"] == {"capacity": 2}
+        later = taskcluster.stringDate(taskcluster.fromNow("2 days"))
+        updated = manager.updateWorker(pool, "rack-1", "box-1", {**info, "expires": later})
+        assert updated["expires"][:16] == later[:16]
+        assert manager.worker(pool, "rack-1", "box-1")["expires"] == updated["expires"]
 
         body = {
             "workerPoolId": pool,
@@ -587,6 +595,10 @@ async def test_static_workers_register_with_their_secret_and_are_never_provision
         with pytest.raises(TaskclusterRestFailure) as removed:
             manager.registerWorker(body)
         assert removed.value.status_code == 400
+        # deleteWorkerPool: no provider launches anything for it any more (the pool
+        # itself goes once its workers have)
+        manager.deleteWorkerPool(pool)
+        assert manager.workerPool(pool)["providerId"] == "null-provider"
         # createWorker is for static pools only
         docker_pool = new_task_queue_id()
         manager.createWorkerPool(docker_pool, pool_body("docker", maxCapacity=0))
