@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
-from shared import claims, group_commit, taskgroups
+from shared import claims, group_commit, loops, taskgroups
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
@@ -268,15 +268,11 @@ class Outbox:
         return delivered
 
     async def run_relay(self, *, first_s: float, interval_s: float, grace_s: float) -> None:
-        """The safety net, forever: effects a crash or an outage left behind go out."""
+        """The safety net, forever: effects a crash or an outage left behind go out. A
+        relay that keeps failing spends its budget and takes the process down."""
         await asyncio.sleep(first_s)
+        budget = loops.FailureBudget("outbox relay")
         while True:
-            try:
-                count = await self.relay_once(grace_s=grace_s)
-                if count:
-                    log.info("relayed %d outboxes left behind", count)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("outbox relay pass failed; retrying")
+            async with budget.attempt() as summary:
+                summary["relayed"] = await self.relay_once(grace_s=grace_s)
             await asyncio.sleep(interval_s)

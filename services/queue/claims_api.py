@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.queue import credentials
 from services.queue.context import QueueContext
 from services.queue.tasks_api import RUN_PARAMS, status_body
-from shared import errors, pending, transitions
+from shared import errors, logs, pending, transitions
 from shared.api import Call, Endpoint
 from shared.models import TASK_QUEUE_ID_PATTERN, ExceptionReason, Identifier
 from shared.timeutil import format_ts, utcnow
@@ -196,6 +196,12 @@ class ClaimsApi:
             await self._skip(delivery)
             return False
         await delivery.ack()
+        log.info(
+            logs.TASK_CLAIMED,
+            extra=logs.task_fields(
+                run.taskId, run.runId, workerGroup=worker_group, workerId=worker_id
+            ),
+        )
         return outcome.record
 
     async def _skip(self, delivery: pending.Delivery) -> None:

@@ -6,12 +6,13 @@ decide (shared.transitions) → store and reply (shared.taskstore).
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.queue.context import QueueContext
-from shared import deadlines, dependencies, errors, paging, taskgroups, transitions
+from shared import deadlines, dependencies, errors, logs, paging, taskgroups, transitions
 from shared.api import Call, Endpoint
 from shared.ids import SLUGID_PATTERN
 from shared.models import (
@@ -49,6 +50,8 @@ CREATE_TASK_SCOPES = {
         },
     ]
 }
+
+log = logging.getLogger(__name__)
 
 
 def _scheduler_scopes(verb: str) -> dict[str, Any]:
@@ -280,11 +283,13 @@ class TasksApi:
             # The common case in one write: the task, run 0 and its events together.
             outcome = transitions.defined(record, schedule=True, now=now)
             if await self.store.insert(outcome.record, outcome.effects) is not None:
+                log.info(logs.TASK_CREATED, extra=logs.task_fields(task_id, 0, state="pending"))
                 return status_body(outcome.record)
         elif (
             await self.store.insert(record, extra=dependencies.waiting_fields(task_id, task))
             is not None
         ):
+            log.info(logs.TASK_CREATED, extra=logs.task_fields(task_id, state="unscheduled"))
             try:
                 return status_body(await self._track_dependencies(record, created=True))
             except errors.InputError:  # a bad dependency: the task was taken back

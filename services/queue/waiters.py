@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from aio_pika.abc import AbstractIncomingMessage
 
+from shared import loops
 from shared.routing import task_queue_of_routing_key
 
 log = logging.getLogger(__name__)
@@ -144,11 +145,28 @@ class ClaimWaiters:
     async def run_sweeper(self) -> None:
         if not self._sweep_interval_s:
             return  # switched off: only task-pending events wake waiters
+        budget = loops.FailureBudget("claim sweeper")
         while True:
             await asyncio.sleep(self._sweep_interval_s)
-            for task_queue_id in [q for q in self._waiting if self.waiting(q)]:
-                try:
-                    if await self._probe(task_queue_id):
-                        self.notify(task_queue_id)
-                except Exception:
-                    log.exception("claim sweep probe failed", extra={"taskQueueId": task_queue_id})
+            async with budget.attempt() as summary:
+                summary["woken"] = await self.sweep_once()
+
+    async def sweep_once(self) -> int:
+        """For each task queue with waiters, wake one if runs are ready. Returns how many.
+        Each queue's probe fails on its own; the pass fails only if every probe did (the
+        broker is unreachable), which spends the sweeper's failure budget."""
+        woken, failures, probed = 0, 0, 0
+        for task_queue_id in [q for q in self._waiting if self.waiting(q)]:
+            probed += 1
+            try:
+                if await self._probe(task_queue_id):
+                    woken += self.notify(task_queue_id)
+            except Exception as exc:
+                failures += 1
+                log.error(
+                    "claim sweep probe failed", exc_info=exc, extra={"taskQueueId": task_queue_id}
+                )
+                last = exc
+        if probed and failures == probed:
+            raise last
+        return woken
