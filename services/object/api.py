@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
-from importlib.metadata import version
 from typing import Any
 
 from aiohttp import web
@@ -22,7 +21,7 @@ from services.object.rules import (
     PutUrl,
     StartDownloadRequest,
 )
-from shared import errors
+from shared import errors, monitoring
 from shared.api import Call, Endpoint, json_response
 from shared.artifact_bytes.base import ByteStore
 from shared.timeutil import format_ts, utcnow
@@ -41,10 +40,7 @@ class ObjectApi:
 
     def endpoints(self) -> list[Endpoint]:
         return [
-            Endpoint("ping", "GET", "/ping", _ping),
-            Endpoint("lbheartbeat", "GET", "/__lbheartbeat__", _empty),
-            Endpoint("heartbeat", "GET", "/__heartbeat__", _empty),
-            Endpoint("version", "GET", "/__version__", _version),
+            *monitoring.endpoints(),
             Endpoint(
                 "createUpload",
                 "PUT",
@@ -193,15 +189,3 @@ class ObjectApi:
         return self.bytes.download_url(
             rules.store_key(record.name), expires=now + rules.SIMPLE_URL_TTL
         )
-
-
-async def _ping(call: Call) -> dict[str, object]:
-    return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
-
-
-async def _empty(call: Call) -> dict[str, object]:
-    return {}
-
-
-async def _version(call: Call) -> dict[str, object]:
-    return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from services.queue import monitoring
 from services.queue.artifacts_api import ArtifactsApi
 from services.queue.auth_api import AuthApi
 from services.queue.claims_api import ClaimsApi
@@ -22,7 +21,7 @@ from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
 from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
-from shared import artifact_bytes, pending_upgrade, resolution_queue
+from shared import artifact_bytes, monitoring, pending_upgrade, resolution_queue
 from shared import db as dbmod
 from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
