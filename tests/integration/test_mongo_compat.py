@@ -541,10 +541,10 @@ async def test_index_information_and_list_indexes_shape(mongo_db: Database) -> N
     tasks_info = await mongo_db["tasks"].index_information()
     assert tasks_info["by_taken_until"]["key"] == [("takenUntil", 1)]
 
-    listed = await (await mongo_db["pending_leases"].list_indexes()).to_list()
+    listed = await (await mongo_db["claimed_runs"].list_indexes()).to_list()
     by_name = {ix["name"]: ix for ix in listed}
-    assert set(by_name) == {"_id_", "by_lease_end"}
-    assert list(by_name["by_lease_end"]["key"].items()) == [("leasedUntil", 1)]
+    assert set(by_name) == {"_id_", "by_queue"}
+    assert list(by_name["by_queue"]["key"].items()) == [("taskQueueId", 1)]
 
     # Start-up re-runs ensure_indexes: an identical spec (one index per command) is a no-op.
     await dbmod.ensure_indexes(mongo_db)
