@@ -55,6 +55,9 @@ class Chaos:
         for name in ("dependency_resolver", "claim_expiry"):
             self.start(name)
         self.kills: Counter[str] = Counter()
+        # Set once every service has been killed: the workers hold the second half of the
+        # graph back until then, so no round finishes before each service crashed mid-run.
+        self.each_killed = asyncio.Event()
 
     def start(self, name: str) -> None:
         if name == "queue":
@@ -83,8 +86,10 @@ class Chaos:
             self.processes[name].send_signal(signal.SIGKILL)
             await asyncio.to_thread(self.processes[name].wait)
             self.kills[name] += 1
+            if not first:
+                self.each_killed.set()
             await asyncio.sleep(rng.uniform(0, 0.5))
-            self.start(name)
+            await asyncio.to_thread(self.start, name)  # it waits for the service to be ready
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -92,11 +97,21 @@ class Chaos:
             process.wait()
 
 
-async def work(options: dict[str, Any], tq: str, worker_id: str, stop: asyncio.Event) -> None:
+async def work(
+    options: dict[str, Any],
+    tq: str,
+    worker_id: str,
+    stop: asyncio.Event,
+    chaos: Chaos,
+    done: Counter[str],
+) -> None:
     async with taskcluster.aio.createSession() as session:
         queue = taskcluster.aio.Queue(options, session=session)
         body = {"workerGroup": "chaos", "workerId": worker_id, "tasks": 4}
         while not stop.is_set():
+            if done["completed"] >= TASKS // 2 and not chaos.each_killed.is_set():
+                await asyncio.sleep(0.1)  # the second half waits for every service to crash
+                continue
             try:
                 claims = (await queue.claimWork(tq, body))["tasks"]
                 for claim in claims:
@@ -104,6 +119,7 @@ async def work(options: dict[str, Any], tq: str, worker_id: str, stop: asyncio.E
                         {**options, "credentials": claim["credentials"]}, session=session
                     )
                     await worker.reportCompleted(claim["status"]["taskId"], str(claim["runId"]))
+                    done["completed"] += 1
             except Exception:  # the queue is down, or the claim expired meanwhile
                 await asyncio.sleep(0.2)
 
@@ -160,7 +176,10 @@ async def run_round(directory: Path, settings: Settings, broker: Broker, seed: i
     stop = asyncio.Event()
     try:
         killer = asyncio.create_task(chaos.run(rng, stop))
-        workers = [asyncio.create_task(work(options, tq, f"w{i}", stop)) for i in range(3)]
+        done: Counter[str] = Counter()
+        workers = [
+            asyncio.create_task(work(options, tq, f"w{i}", stop, chaos, done)) for i in range(3)
+        ]
         async with taskcluster.aio.createSession() as session:
             queue = taskcluster.aio.Queue(options, session=session)
             for task_id, dependencies in tasks.items():  # in dependency order
