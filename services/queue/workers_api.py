@@ -144,8 +144,9 @@ def _worker_summary(document: dict[str, Any], now: datetime) -> dict[str, Any]:
 
 
 def _waiting_queue(task_queue_id: str, now: datetime) -> dict[str, Any]:
-    """The record of a task queue that has pending tasks but no worker yet: seen now, and
-    kept as long as a queue whose tasks no worker took (upstream: 5 days)."""
+    """The record of a task queue that has pending tasks but no worker yet: active since
+    its oldest pending run (`now`), kept as long as a queue whose tasks no worker took
+    (upstream: 5 days). Stable from one call to the next, so listings page cleanly."""
     provisioner_id, worker_type = task_queue_id.split("/", 1)
     return {
         "_id": task_queue_id,
@@ -323,9 +324,15 @@ class WorkersApi:
         found = {document["_id"]: document async for document in cursor}
         # Task queues no worker has asked yet, known from their pending tasks (an operator's
         # listing: it reads the open tasks; createTask stays free of queue bookkeeping).
-        open_tasks = {"runs.state": "pending", "deadline": {"$gt": now}}
-        for task_queue_id in await self.db[TASKS].distinct("taskQueueId", open_tasks):
-            waiting = _waiting_queue(task_queue_id, now)
+        oldest: dict[str, datetime] = {}
+        pending_tasks = {"pendingSince": {"$exists": True}, "deadline": {"$gt": now}}
+        fields = {"taskQueueId": 1, "pendingSince": 1}
+        async for task in self.db[TASKS].find(pending_tasks, fields):
+            since = task["pendingSince"]
+            if task["taskQueueId"] not in oldest or since < oldest[task["taskQueueId"]]:
+                oldest[task["taskQueueId"]] = since
+        for task_queue_id, since in oldest.items():
+            waiting = _waiting_queue(task_queue_id, since)
             if task_queue_id not in found and all(waiting[k] == v for k, v in wanted.items()):
                 found[task_queue_id] = waiting
         return [found[key] for key in sorted(found)]
