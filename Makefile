@@ -43,7 +43,7 @@ up: infra ## everything above, then the services; writes .flotilla/env
 	 echo; echo "Flotilla is up. In a shell:  source .flotilla/env"; \
 	 echo "  root URL      $$TASKCLUSTER_ROOT_URL (every API: /api/<service>/v1/)"; \
 	 echo "  queue API     $$FLOTILLA_ROOT_URL/api/queue/v1/"; \
-	 echo "  web console   http://127.0.0.1:$${FLOTILLA_WEB_PORT:-8185}/"; \
+	 echo "  web console   $$FLOTILLA_ROOT_URL/ (the ingress serves it at the root URL)"; \
 	 echo "  MongoDB       $$FLOTILLA_MONGO_URL"; \
 	 echo "  RabbitMQ      $$FLOTILLA_AMQP_URL"; \
 	 echo "  client id     $$TASKCLUSTER_CLIENT_ID (token in .flotilla/env)"; \
