@@ -13,11 +13,12 @@ import asyncio
 import json
 import logging
 import re
+import types
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pydantic
 from aiohttp import web, web_protocol
@@ -146,6 +147,8 @@ class Endpoint:
     # True when the scope template uses only URL params, so it is checked before the
     # handler runs (upstream's order: a 403 can precede a 404).
     scopes_from_params: bool | None = None
+    title: str = ""  # one line, as upstream's reference gives it
+    output: type[pydantic.BaseModel] | None = None  # the answer's shape, where one is modelled
 
     def checks_scopes_early(self) -> bool:
         if self.scopes_from_params is not None:
@@ -154,6 +157,73 @@ class Endpoint:
             return False
         names = set(_PLACEHOLDER.findall(json.dumps(self.scopes)))
         return names <= set(_route_params(self.route))
+
+
+_DECLARATION = "__flotilla_endpoint__"
+
+H = TypeVar("H", bound=Callable[..., Awaitable[Any]])
+
+
+def declare(
+    name: str,
+    method: str,
+    route: str,
+    *,
+    title: str,
+    scopes: ScopeExpr | None = None,
+    input: type[pydantic.BaseModel] | None = None,
+    output: type[pydantic.BaseModel] | None = None,
+    params: Mapping[str, str] | None = None,
+    query: Sequence[str] = (),
+    optional: Sequence[str] = (),
+    scopes_from_params: bool | None = None,
+) -> Callable[[H], H]:
+    """Declare the handler below it as an endpoint, as upstream's `builder.declare` does:
+    the client's method name, HTTP method, route, a one-line title, the scope expression
+    and the input/output models, all next to the code that serves it. `declared(owner)`
+    collects an object's (or module's) declarations, in the order they are written."""
+
+    def mark(handler: H) -> H:
+        setattr(
+            handler,
+            _DECLARATION,
+            {
+                "name": name,
+                "method": method,
+                "route": route,
+                "title": title,
+                "scopes": scopes,
+                "input": input,
+                "output": output,
+                "params": dict(params or {}),
+                "query": tuple(query),
+                "optional": tuple(optional),
+                "scopes_from_params": scopes_from_params,
+            },
+        )
+        return handler
+
+    return mark
+
+
+def declared(owner: object) -> list[Endpoint]:
+    """The endpoints declared with `@declare` on an object's methods (bound to it), a
+    class's or a module's functions, in source order."""
+    if isinstance(owner, types.ModuleType):
+        namespaces: list[Mapping[str, Any]] = [vars(owner)]
+    else:
+        # A class gives its declarations with unbound handlers: for listing, not serving.
+        cls = owner if isinstance(owner, type) else type(owner)
+        namespaces = [vars(c) for c in reversed(cls.__mro__)]
+    endpoints: dict[str, Endpoint] = {}
+    for namespace in namespaces:
+        for attribute, value in namespace.items():
+            declaration = getattr(value, _DECLARATION, None)
+            if declaration is None:
+                continue
+            handler = getattr(owner, attribute)
+            endpoints[attribute] = Endpoint(handler=handler, **declaration)
+    return list(endpoints.values())
 
 
 def _route_params(route: str) -> list[str]:
@@ -177,18 +247,23 @@ def _aiohttp_path(route: str, optional: Sequence[str] = ()) -> str:
 
 
 class Api:
-    """A set of endpoints under one prefix, e.g. `/api/queue/v1`."""
+    """A set of endpoints under one prefix, e.g. `/api/queue/v1`: those declared on each
+    handler object (see `declare`), or given as Endpoints."""
 
     def __init__(
         self,
         prefix: str,
-        endpoints: Sequence[Endpoint],
+        handlers: Sequence[object],
         *,
         authenticator: Authenticator,
         fill_scopes: ScopeTemplates,
     ) -> None:
         self.prefix = prefix.rstrip("/")
-        self.endpoints = list(endpoints)
+        self.endpoints = [
+            endpoint
+            for owner in handlers
+            for endpoint in ([owner] if isinstance(owner, Endpoint) else declared(owner))
+        ]
         self._authenticator = authenticator
         self._fill_scopes = fill_scopes
         names = [e.name for e in self.endpoints]

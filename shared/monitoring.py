@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import version
 
 from shared import errors
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
+from shared.db import Database
 
 _STARTED = time.monotonic()
 CHECK_TIMEOUT_S = 5.0
@@ -21,20 +22,32 @@ CHECK_TIMEOUT_S = 5.0
 Check = Callable[[], Awaitable[None]]  # raises (or times out) when the dependency is away
 
 
-async def ping(call: Call) -> dict[str, object]:
-    return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
+def database_answers(database: Database) -> Check:
+    """A check that MongoDB answers a ping."""
+
+    async def check() -> None:
+        await database.command("ping")
+
+    return check
 
 
-async def empty(call: Call) -> dict[str, object]:
-    return {}
+class Monitoring:
+    """`ping` and the Dockerflow endpoints every service answers; `checks` names what
+    `__heartbeat__` must reach."""
 
+    def __init__(self, checks: Mapping[str, Check] | None = None) -> None:
+        self.checks = dict(checks or {})
 
-async def version_info(call: Call) -> dict[str, object]:
-    return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}
+    @declare("ping", "GET", "/ping", title="Ping Server")
+    async def ping(self, call: Call) -> dict[str, object]:
+        return {"alive": True, "uptime": round(time.monotonic() - _STARTED, 3)}
 
+    @declare("lbheartbeat", "GET", "/__lbheartbeat__", title="Load balancer heartbeat")
+    async def lbheartbeat(self, call: Call) -> dict[str, object]:
+        return {}
 
-def heartbeat(checks: Mapping[str, Check]) -> Callable[[Call], Awaitable[dict[str, str]]]:
-    async def run(call: Call) -> dict[str, str]:
+    @declare("heartbeat", "GET", "/__heartbeat__", title="Heartbeat: dependencies reachable")
+    async def heartbeat(self, call: Call) -> dict[str, str]:
         async def one(check: Check) -> str | None:
             try:
                 async with asyncio.timeout(CHECK_TIMEOUT_S):
@@ -43,6 +56,7 @@ def heartbeat(checks: Mapping[str, Check]) -> Callable[[Call], Awaitable[dict[st
                 return f"{type(exc).__name__}: {exc}"[:300]
             return None
 
+        checks = self.checks
         outcomes = dict(zip(checks, await asyncio.gather(*map(one, checks.values())), strict=True))
         failed = {name: why for name, why in outcomes.items() if why is not None}
         if failed:
@@ -51,13 +65,6 @@ def heartbeat(checks: Mapping[str, Check]) -> Callable[[Call], Awaitable[dict[st
             )
         return {name: "ok" for name in checks}
 
-    return run
-
-
-def endpoints(checks: Mapping[str, Check] | None = None) -> list[Endpoint]:
-    return [
-        Endpoint("ping", "GET", "/ping", ping),
-        Endpoint("lbheartbeat", "GET", "/__lbheartbeat__", empty),
-        Endpoint("heartbeat", "GET", "/__heartbeat__", heartbeat(checks or {})),
-        Endpoint("version", "GET", "/__version__", version_info),
-    ]
+    @declare("version", "GET", "/__version__", title="Version of the running service")
+    async def version(self, call: Call) -> dict[str, object]:
+        return {"source": "flotilla", "version": version("flotilla"), "commit": "", "build": ""}

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from services.index import entries
 from services.index.store import NAMESPACES, TASKS, IndexStore, namespace_out, task_out
-from shared import errors, monitoring, paging
-from shared.api import Call, Endpoint, json_response
+from shared import errors, paging
+from shared.api import Call, declare, json_response
 from shared.models.common import Slugid, Timestamp
 from shared.timeutil import utcnow
 
@@ -56,67 +56,32 @@ class IndexApi:
         self.store = store
         self.artifact_url = artifact_url
 
-    def endpoints(self) -> list[Endpoint]:
-        page = paging.PAGE_QUERY
-        return [
-            *monitoring.endpoints(),
-            Endpoint(
-                "findTask",
-                "GET",
-                "/task/<indexPath>",
-                self.find_task,
-                "index:find-task:<indexPath>",
-                params=INDEX_PATH,
-            ),
-            Endpoint(
-                "insertTask",
-                "PUT",
-                "/task/<namespace>",
-                self.insert_task,
-                "index:insert-task:<namespace>",
-                input=InsertTaskRequest,
-                params=NAMESPACE,
-            ),
-            Endpoint(
-                "listNamespaces",
-                "GET",
-                "/namespaces/<namespace>",
-                self.list_namespaces,
-                "index:list-namespaces:<namespace>",
-                params=PARENT,
-                optional=("namespace",),
-                query=page,
-            ),
-            Endpoint(
-                "listTasks",
-                "GET",
-                "/tasks/<namespace>",
-                self.list_tasks,
-                "index:list-tasks:<namespace>",
-                params=PARENT,
-                optional=("namespace",),
-                query=page,
-            ),
-            Endpoint(
-                "findArtifactFromTask",
-                "GET",
-                "/task/<indexPath>/artifacts/<name>",
-                self.find_artifact_from_task,
-                # upstream: no index scope, only what getArtifact itself would ask
-                "queue:get-artifact:<name>",
-                params=INDEX_PATH,
-            ),
-        ]
-
     async def _live(self, namespace: str, now: datetime) -> dict[str, Any]:
         document = await self.store.find(namespace)
         if document is None or not entries.is_live(document["expires"], now):
             raise errors.ResourceNotFound(f"Indexed task not found: {namespace}")
         return document
 
+    @declare(
+        "findTask",
+        "GET",
+        "/task/<indexPath>",
+        title="Find Indexed Task",
+        scopes="index:find-task:<indexPath>",
+        params=INDEX_PATH,
+    )
     async def find_task(self, call: Call) -> dict[str, Any]:
         return task_out(await self._live(call.params["indexPath"], utcnow()))
 
+    @declare(
+        "insertTask",
+        "PUT",
+        "/task/<namespace>",
+        title="Insert Task into Index",
+        scopes="index:insert-task:<namespace>",
+        input=InsertTaskRequest,
+        params=NAMESPACE,
+    )
     async def insert_task(self, call: Call) -> dict[str, Any]:
         body: InsertTaskRequest = call.body
         entry = entries.Entry(
@@ -138,12 +103,41 @@ class IndexApi:
             answer["continuationToken"] = paging.encode(rows[-1]["_id"])
         return answer
 
+    @declare(
+        "listNamespaces",
+        "GET",
+        "/namespaces/<namespace>",
+        title="List Namespaces",
+        scopes="index:list-namespaces:<namespace>",
+        params=PARENT,
+        optional=("namespace",),
+        query=paging.PAGE_QUERY,
+    )
     async def list_namespaces(self, call: Call) -> dict[str, Any]:
         return await self._list(call, NAMESPACES, "namespaces")
 
+    @declare(
+        "listTasks",
+        "GET",
+        "/tasks/<namespace>",
+        title="List Tasks",
+        scopes="index:list-tasks:<namespace>",
+        params=PARENT,
+        optional=("namespace",),
+        query=paging.PAGE_QUERY,
+    )
     async def list_tasks(self, call: Call) -> dict[str, Any]:
         return await self._list(call, TASKS, "tasks")
 
+    @declare(
+        "findArtifactFromTask",
+        "GET",
+        "/task/<indexPath>/artifacts/<name>",
+        title="Get Artifact From Indexed Task",
+        # upstream: no index scope, only what getArtifact itself would ask
+        scopes="queue:get-artifact:<name>",
+        params=INDEX_PATH,
+    )
     async def find_artifact_from_task(self, call: Call) -> web.Response:
         name = call.params["name"]  # aiohttp has decoded it (%2F included)
         document = await self._live(call.params["indexPath"], utcnow())

@@ -21,6 +21,7 @@ from services.index import indexer
 from services.index.api import SIGNED_URL_TTL_S, ArtifactUrl, IndexApi
 from services.index.store import IndexStore
 from shared import db as dbmod
+from shared import monitoring
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
@@ -65,9 +66,10 @@ def build_app(settings: Settings) -> web.Application:
         static_clients=[StaticClient(settings.root_client_id, settings.root_access_token, ("*",))],
     )
     store = IndexStore(database)
+    health = {"mongodb": monitoring.database_answers(database)}
     api = Api(
         "/api/index/v1",
-        IndexApi(store, artifact_url(settings)).endpoints(),
+        [monitoring.Monitoring(health), IndexApi(store, artifact_url(settings))],
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

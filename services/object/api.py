@@ -21,8 +21,8 @@ from services.object.rules import (
     PutUrl,
     StartDownloadRequest,
 )
-from shared import errors, monitoring
-from shared.api import Call, Endpoint, json_response
+from shared import errors
+from shared.api import Call, declare, json_response
 from shared.artifact_bytes.base import ByteStore
 from shared.timeutil import format_ts, utcnow
 
@@ -38,48 +38,18 @@ class ObjectApi:
         self.records = records
         self.bytes = byte_store
 
-    def endpoints(self) -> list[Endpoint]:
-        return [
-            *monitoring.endpoints(),
-            Endpoint(
-                "createUpload",
-                "PUT",
-                "/upload/<name>",
-                self.create_upload,
-                UPLOAD_SCOPE,
-                input=CreateUploadRequest,
-                params=NAME,
-                scopes_from_params=False,  # projectId comes from the body
-            ),
-            Endpoint(
-                "finishUpload",
-                "POST",
-                "/finish-upload/<name>",
-                self.finish_upload,
-                UPLOAD_SCOPE,
-                input=FinishUploadRequest,
-                params=NAME,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "startDownload",
-                "PUT",
-                "/start-download/<name>",
-                self.start_download,
-                DOWNLOAD_SCOPE,
-                input=StartDownloadRequest,
-                params=NAME,
-            ),
-            Endpoint(
-                "object", "GET", "/metadata/<name>", self.metadata, DOWNLOAD_SCOPE, params=NAME
-            ),
-            Endpoint(
-                "download", "GET", "/download/<name>", self.download, DOWNLOAD_SCOPE, params=NAME
-            ),
-        ]
-
     # --- uploading ------------------------------------------------------------------------
 
+    @declare(
+        "createUpload",
+        "PUT",
+        "/upload/<name>",
+        title="Begin upload of a new object",
+        scopes=UPLOAD_SCOPE,
+        input=CreateUploadRequest,
+        params=NAME,
+        scopes_from_params=False,  # projectId comes from the body
+    )
     async def create_upload(self, call: Call) -> dict[str, Any]:
         request: CreateUploadRequest = call.body
         name = call.params["name"]
@@ -143,6 +113,16 @@ class ObjectApi:
             return await self.records.update(existing, rules.relock(existing, request))
         raise errors.RequestConflict(f"Object {name} is changing under concurrent calls; retry")
 
+    @declare(
+        "finishUpload",
+        "POST",
+        "/finish-upload/<name>",
+        title="Mark an upload as complete.",
+        scopes=UPLOAD_SCOPE,
+        input=FinishUploadRequest,
+        params=NAME,
+        scopes_from_params=False,
+    )
     async def finish_upload(self, call: Call) -> dict[str, Any]:
         request: FinishUploadRequest = call.body
         name = call.params["name"]
@@ -162,6 +142,15 @@ class ObjectApi:
         name = call.params["name"]
         return rules.downloadable(await self.records.get(name), name, utcnow())
 
+    @declare(
+        "startDownload",
+        "PUT",
+        "/start-download/<name>",
+        title="Download object data",
+        scopes=DOWNLOAD_SCOPE,
+        input=StartDownloadRequest,
+        params=NAME,
+    )
     async def start_download(self, call: Call) -> dict[str, Any]:
         request: StartDownloadRequest = call.body
         record = await self._downloadable(call)
@@ -177,9 +166,25 @@ class ObjectApi:
             }
         return {"method": "simple", "url": self._simple_url(record, now)}
 
+    @declare(
+        "object",
+        "GET",
+        "/metadata/<name>",
+        title="Get an object's metadata",
+        scopes=DOWNLOAD_SCOPE,
+        params=NAME,
+    )
     async def metadata(self, call: Call) -> dict[str, Any]:
         return (await self._downloadable(call)).metadata()
 
+    @declare(
+        "download",
+        "GET",
+        "/download/<name>",
+        title="Get an object's data",
+        scopes=DOWNLOAD_SCOPE,
+        params=NAME,
+    )
     async def download(self, call: Call) -> web.Response:
         record = await self._downloadable(call)
         url = self._simple_url(record, utcnow())

@@ -16,7 +16,7 @@ from aiohttp import web
 from services.object.api import ObjectApi
 from services.object.expiry import run_expiry
 from services.object.records import ObjectRecords
-from shared import artifact_bytes
+from shared import artifact_bytes, monitoring
 from shared import db as dbmod
 from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
@@ -43,9 +43,10 @@ def build_app(settings: Settings) -> web.Application:
     byte_store = artifact_bytes.open_store(
         settings, database, path_prefix=BYTES_PREFIX, url_base=settings.root_url
     )
+    health = {"mongodb": monitoring.database_answers(database)}
     api = Api(
         PREFIX,
-        ObjectApi(ObjectRecords(database), byte_store).endpoints(),
+        [monitoring.Monitoring(health), ObjectApi(ObjectRecords(database), byte_store)],
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

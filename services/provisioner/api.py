@@ -46,7 +46,7 @@ from services.provisioner.store import (
     PoolStore,
 )
 from shared import errors, paging
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.models.errors import describe_validation_error
 from shared.timeutil import format_ts, utcnow
 
@@ -64,6 +64,9 @@ def _pool_id(call: Call) -> str:
     return call.params["workerPoolId"].replace("%2F", "/").replace("%2f", "/")
 
 
+CREATE_SCOPES = {"AllOf": [MANAGE, "worker-manager:provider:<providerId>"]}
+
+
 class WorkerManagerApi:
     def __init__(
         self,
@@ -79,128 +82,6 @@ class WorkerManagerApi:
         self.wake = wake
         # (workerGroup, workerId) of the pool's workers holding a claimed run (the queue's).
         self.claim_holders = claim_holders
-
-    def endpoints(self) -> list[Endpoint]:
-        page = paging.PAGE_QUERY
-        create_scopes = {"AllOf": [MANAGE, "worker-manager:provider:<providerId>"]}
-        return [
-            Endpoint("ping", "GET", "/ping", self.ping),
-            Endpoint(
-                "createWorkerPool",
-                "PUT",
-                "/worker-pool/<workerPoolId>",
-                self.create_worker_pool,
-                create_scopes,
-                input=WorkerPoolRequest,
-                params=POOL_PARAM,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "updateWorkerPool",
-                "POST",
-                "/worker-pool/<workerPoolId>",
-                self.update_worker_pool,
-                create_scopes,
-                input=WorkerPoolRequest,
-                params=POOL_PARAM,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "deleteWorkerPool",
-                "DELETE",
-                "/worker-pool/<workerPoolId>",
-                self.delete_worker_pool,
-                MANAGE,
-                params=POOL_PARAM,
-            ),
-            Endpoint(
-                "workerPool",
-                "GET",
-                "/worker-pool/<workerPoolId>",
-                self.worker_pool,
-                "worker-manager:get-worker-pool:<workerPoolId>",
-                params=POOL_PARAM,
-            ),
-            Endpoint(
-                "listWorkerPools",
-                "GET",
-                "/worker-pools",
-                self.list_worker_pools,
-                "worker-manager:list-worker-pools",
-                query=page,
-            ),
-            Endpoint(
-                "listWorkersForWorkerPool",
-                "GET",
-                "/workers/<workerPoolId>",
-                self.list_workers,
-                "worker-manager:list-workers:<workerPoolId>",
-                params=POOL_PARAM,
-                query=(*page, "state", "launchConfigId"),
-            ),
-            Endpoint(
-                "worker",
-                "GET",
-                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
-                self.worker,
-                f"worker-manager:get-worker:{WORKER_SCOPE_PATH}",
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "createWorker",
-                "PUT",
-                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
-                self.create_worker,
-                f"worker-manager:create-worker:{WORKER_SCOPE_PATH}",
-                input=CreateWorkerRequest,
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "updateWorker",
-                "POST",
-                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
-                self.update_worker,
-                f"worker-manager:update-worker:{WORKER_SCOPE_PATH}",
-                input=CreateWorkerRequest,
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "removeWorker",
-                "DELETE",
-                "/workers/<workerPoolId>/<workerGroup>/<workerId>",
-                self.remove_worker,
-                f"worker-manager:remove-worker:{WORKER_SCOPE_PATH}",
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "shouldWorkerTerminate",
-                "GET",
-                "/workers/<workerPoolId>/<workerGroup>/<workerId>/should-terminate",
-                self.should_worker_terminate,
-                f"worker-manager:should-worker-terminate:{WORKER_SCOPE_PATH}",
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "registerWorker",
-                "POST",
-                "/worker/register",
-                self.register_worker,
-                None,
-                input=RegisterWorkerRequest,
-            ),
-            Endpoint(
-                "reregisterWorker",
-                "POST",
-                "/worker/reregister",
-                self.reregister_worker,
-                f"worker-manager:reregister-worker:{WORKER_SCOPE_PATH}",
-                input=ReregisterWorkerRequest,
-                scopes_from_params=False,
-            ),
-        ]
-
-    async def ping(self, call: Call) -> dict[str, Any]:
-        return {"alive": True, "uptime": 0}
 
     # --- pools ----------------------------------------------------------------------------
 
@@ -228,6 +109,16 @@ class WorkerManagerApi:
     async def _out(self, document: dict[str, Any]) -> dict[str, Any]:
         return pool_out(document, PoolStats.of(await self.store.workers_of(document["_id"])))
 
+    @declare(
+        "createWorkerPool",
+        "PUT",
+        "/worker-pool/<workerPoolId>",
+        title="Create Worker Pool",
+        scopes=CREATE_SCOPES,
+        input=WorkerPoolRequest,
+        params=POOL_PARAM,
+        scopes_from_params=False,
+    )
     async def create_worker_pool(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)
         body, _config = self._checked(call, pool_id)
@@ -250,6 +141,16 @@ class WorkerManagerApi:
         self.wake()
         return await self._out(await self._require(pool_id))
 
+    @declare(
+        "updateWorkerPool",
+        "POST",
+        "/worker-pool/<workerPoolId>",
+        title="Update Worker Pool",
+        scopes=CREATE_SCOPES,
+        input=WorkerPoolRequest,
+        params=POOL_PARAM,
+        scopes_from_params=False,
+    )
     async def update_worker_pool(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)
         body, _config = self._checked(call, pool_id)
@@ -269,6 +170,14 @@ class WorkerManagerApi:
         self.wake()
         return await self._out(updated)
 
+    @declare(
+        "deleteWorkerPool",
+        "DELETE",
+        "/worker-pool/<workerPoolId>",
+        title="Delete Worker Pool",
+        scopes=MANAGE,
+        params=POOL_PARAM,
+    )
     async def delete_worker_pool(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)
         updated = await self.store.update_pool(
@@ -285,15 +194,40 @@ class WorkerManagerApi:
             raise errors.ResourceNotFound(f"Worker pool {pool_id} does not exist")
         return document
 
+    @declare(
+        "workerPool",
+        "GET",
+        "/worker-pool/<workerPoolId>",
+        title="Get Worker Pool",
+        scopes="worker-manager:get-worker-pool:<workerPoolId>",
+        params=POOL_PARAM,
+    )
     async def worker_pool(self, call: Call) -> dict[str, Any]:
         return await self._out(await self._require(_pool_id(call)))
 
+    @declare(
+        "listWorkerPools",
+        "GET",
+        "/worker-pools",
+        title="List All Worker Pools",
+        scopes="worker-manager:list-worker-pools",
+        query=paging.PAGE_QUERY,
+    )
     async def list_worker_pools(self, call: Call) -> dict[str, Any]:
         pools = [await self._out(p) for p in await self.store.list_pools()]
         return paging.offset_page(pools, call.query, "workerPools")
 
     # --- workers --------------------------------------------------------------------------
 
+    @declare(
+        "listWorkersForWorkerPool",
+        "GET",
+        "/workers/<workerPoolId>",
+        title="Workers in a Worker Pool",
+        scopes="worker-manager:list-workers:<workerPoolId>",
+        params=POOL_PARAM,
+        query=(*paging.PAGE_QUERY, "state", "launchConfigId"),
+    )
     async def list_workers(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)
         state = call.query.get("state")
@@ -315,6 +249,14 @@ class WorkerManagerApi:
             )
         return worker
 
+    @declare(
+        "worker",
+        "GET",
+        "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+        title="Get a Worker",
+        scopes=f"worker-manager:get-worker:{WORKER_SCOPE_PATH}",
+        params=WORKER_PARAMS,
+    )
     async def worker(self, call: Call) -> dict[str, Any]:
         return worker_out(await self._require_worker(call))
 
@@ -331,6 +273,15 @@ class WorkerManagerApi:
         except ProviderError as exc:
             raise errors.InputError(f"{provider.provider_id}: {exc}") from exc
 
+    @declare(
+        "createWorker",
+        "PUT",
+        "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+        title="Create a Worker",
+        scopes=f"worker-manager:create-worker:{WORKER_SCOPE_PATH}",
+        input=CreateWorkerRequest,
+        params=WORKER_PARAMS,
+    )
     async def create_worker(self, call: Call) -> dict[str, Any]:
         pool_id = _pool_id(call)
         group, worker_id = call.params["workerGroup"], call.params["workerId"]
@@ -363,6 +314,15 @@ class WorkerManagerApi:
         log.info("worker created", extra={"worker": document["_id"]})
         return worker_out(document)
 
+    @declare(
+        "updateWorker",
+        "POST",
+        "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+        title="Update an existing Worker",
+        scopes=f"worker-manager:update-worker:{WORKER_SCOPE_PATH}",
+        input=CreateWorkerRequest,
+        params=WORKER_PARAMS,
+    )
     async def update_worker(self, call: Call) -> dict[str, Any]:
         worker = await self._require_worker(call)
         pool = await self._require(worker["workerPoolId"])
@@ -384,6 +344,14 @@ class WorkerManagerApi:
             raise errors.InputError(f"Worker {worker['workerId']} is stopped; it cannot change")
         return worker_out(updated)
 
+    @declare(
+        "removeWorker",
+        "DELETE",
+        "/workers/<workerPoolId>/<workerGroup>/<workerId>",
+        title="Remove a Worker",
+        scopes=f"worker-manager:remove-worker:{WORKER_SCOPE_PATH}",
+        params=WORKER_PARAMS,
+    )
     async def remove_worker(self, call: Call) -> dict[str, Any]:
         worker = await self._require_worker(call)
         provider = self.providers.get(worker["providerId"])
@@ -413,6 +381,14 @@ class WorkerManagerApi:
         self.wake()
         return {}
 
+    @declare(
+        "registerWorker",
+        "POST",
+        "/worker/register",
+        title="Register a running worker",
+        scopes=None,
+        input=RegisterWorkerRequest,
+    )
     async def register_worker(self, call: Call) -> dict[str, Any]:
         body: RegisterWorkerRequest = call.body
         pool = await self.store.get_pool(body.workerPoolId)
@@ -476,6 +452,15 @@ class WorkerManagerApi:
             "secret": secret,
         }
 
+    @declare(
+        "reregisterWorker",
+        "POST",
+        "/worker/reregister",
+        title="Reregister a Worker",
+        scopes=f"worker-manager:reregister-worker:{WORKER_SCOPE_PATH}",
+        input=ReregisterWorkerRequest,
+        scopes_from_params=False,
+    )
     async def reregister_worker(self, call: Call) -> dict[str, Any]:
         """Fresh credentials for a registered, running worker that shows the secret of
         its last (re)registration; the secret rotates (single use), in the same
@@ -523,6 +508,14 @@ class WorkerManagerApi:
             "secret": secret,
         }
 
+    @declare(
+        "shouldWorkerTerminate",
+        "GET",
+        "/workers/<workerPoolId>/<workerGroup>/<workerId>/should-terminate",
+        title="Should worker terminate",
+        scopes=f"worker-manager:should-worker-terminate:{WORKER_SCOPE_PATH}",
+        params=WORKER_PARAMS,
+    )
     async def should_worker_terminate(self, call: Call) -> dict[str, Any]:
         worker = await self._require_worker(call)
         pool = await self.store.get_pool(worker["workerPoolId"])

@@ -31,6 +31,7 @@ from services.provisioner.provisioner import RESOLUTION_EVENTS, Provisioner
 from services.provisioner.queue_client import FlotillaQueue
 from services.provisioner.store import PoolStore
 from shared import db as dbmod
+from shared import monitoring
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
@@ -87,11 +88,13 @@ def build_app(settings: Settings) -> web.Application:
         # How stale a healthy worker's lastDateActive can look (see inactivity).
         activity_slack_s=settings.worker_activity_resolution_s + settings.claim_work_wait_s,
     )
+    health = {"mongodb": monitoring.database_answers(database)}
     api = Api(
         "/api/worker-manager/v1",
-        WorkerManagerApi(
-            store, providers, issuer, provisioner.wake, provisioner.claim_holders
-        ).endpoints(),
+        [
+            monitoring.Monitoring(health),
+            WorkerManagerApi(store, providers, issuer, provisioner.wake, provisioner.claim_holders),
+        ],
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

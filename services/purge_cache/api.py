@@ -8,8 +8,8 @@ from typing import Any
 import pydantic
 
 from services.purge_cache import rules
-from shared import errors, monitoring, paging
-from shared.api import Call, Endpoint
+from shared import errors, paging
+from shared.api import Call, declare
 from shared.db import Database
 from shared.timeutil import utcnow
 
@@ -27,39 +27,15 @@ class PurgeCacheApi:
     def __init__(self, db: Database) -> None:
         self.requests = db[COLLECTION]
 
-    def endpoints(self) -> list[Endpoint]:
-        return [
-            *monitoring.endpoints(),
-            Endpoint(
-                "allPurgeRequests",
-                "GET",
-                "/purge-cache/list",
-                self.all_purge_requests,
-                "purge-cache:all-purge-requests",
-                query=paging.PAGE_QUERY,
-            ),
-            Endpoint(
-                "purgeCache",
-                "POST",
-                "/purge-cache/<workerPoolId>",
-                self.purge_cache,
-                "purge-cache:<workerPoolId>:<cacheName>",
-                input=PurgeCacheRequest,
-                params=POOL,
-            ),
-            Endpoint(
-                "purgeRequests",
-                "GET",
-                "/purge-cache/<workerPoolId>",
-                self.purge_requests,
-                # the double colon is upstream's (reference §7.5)
-                "purge-cache:purge-requests::<workerPoolId>",
-                params=POOL,
-                query=("since",),
-                scopes_from_params=False,  # checked with the decoded workerPoolId
-            ),
-        ]
-
+    @declare(
+        "purgeCache",
+        "POST",
+        "/purge-cache/<workerPoolId>",
+        title="Purge Worker Cache",
+        scopes="purge-cache:<workerPoolId>:<cacheName>",
+        input=PurgeCacheRequest,
+        params=POOL,
+    )
     async def purge_cache(self, call: Call) -> None:
         pool = rules.pool_id(call.params["workerPoolId"])
         name = call.body.cacheName
@@ -70,6 +46,17 @@ class PurgeCacheApi:
             {"_id": pool}, {"$set": {f"caches.{rules.cache_key(name)}": request}}, upsert=True
         )
 
+    @declare(
+        "purgeRequests",
+        "GET",
+        "/purge-cache/<workerPoolId>",
+        title="Open Purge Requests for a worker pool",
+        # the double colon is upstream's (reference §7.5)
+        scopes="purge-cache:purge-requests::<workerPoolId>",
+        params=POOL,
+        query=("since",),
+        scopes_from_params=False,  # checked with the decoded workerPoolId
+    )
     async def purge_requests(self, call: Call) -> dict[str, Any]:
         pool = rules.pool_id(call.params["workerPoolId"])
         call.authorize(workerPoolId=pool)
@@ -81,6 +68,14 @@ class PurgeCacheApi:
         found = rules.requested_since(document, since, utcnow())
         return {"requests": [rules.entry_out(pool, r) for r in found]}
 
+    @declare(
+        "allPurgeRequests",
+        "GET",
+        "/purge-cache/list",
+        title="All Open Purge Requests",
+        scopes="purge-cache:all-purge-requests",
+        query=paging.PAGE_QUERY,
+    )
     async def all_purge_requests(self, call: Call) -> dict[str, Any]:
         # The administrators' listing reads every pool's document (there is one per pool
         # that ever had a purge); workers use purgeRequests.

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from services.purge_cache.api import PurgeCacheApi
 from shared import db as dbmod
+from shared import monitoring
 from shared.api import Api, make_app
 from shared.auth.http import HawkAuthenticator
 from shared.auth.scopes import expand_template
@@ -24,9 +25,10 @@ def build_app(settings: Settings) -> web.Application:
         secret_key=settings.secret_key,
         static_clients=[StaticClient(settings.root_client_id, settings.root_access_token, ("*",))],
     )
+    health = {"mongodb": monitoring.database_answers(database)}
     api = Api(
         "/api/purge-cache/v1",
-        PurgeCacheApi(database).endpoints(),
+        [monitoring.Monitoring(health), PurgeCacheApi(database)],
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

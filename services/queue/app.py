@@ -85,32 +85,29 @@ def build_app(settings: Settings) -> web.Application:
     # else through the root URL (the ingress).
     objects = ObjectServiceClient(settings.object_url or settings.root_url, context.issuer)
 
-    async def mongodb_answers() -> None:
-        await database.command("ping")
-
     async def rabbitmq_connected() -> None:
         broker = outbox.broker
         if not isinstance(broker, Broker) or broker.channel.is_closed:
             raise ConnectionError("no open channel to RabbitMQ")
 
-    checks = {"mongodb": mongodb_answers, "rabbitmq": rabbitmq_connected}
+    checks = {"mongodb": monitoring.database_answers(database), "rabbitmq": rabbitmq_connected}
     queue_api = Api(
         "/api/queue/v1",
-        monitoring.endpoints(checks)
-        + TasksApi(context).endpoints()
-        + GroupsApi(context).endpoints()
-        + ClaimsApi(context).endpoints()
-        + WorkersApi(context).endpoints()
-        + WorkerShutdownApi(context).endpoints()
-        + ArtifactsApi(
-            context, byte_store, objects, max_bytes=settings.artifact_max_bytes
-        ).endpoints(),
+        [
+            monitoring.Monitoring(checks),
+            TasksApi(context),
+            GroupsApi(context),
+            ClaimsApi(context),
+            WorkersApi(context),
+            WorkerShutdownApi(context),
+            ArtifactsApi(context, byte_store, objects, max_bytes=settings.artifact_max_bytes),
+        ],
         authenticator=authenticator,
         fill_scopes=expand_template,
     )
     auth_api = Api(
         "/api/auth/v1",
-        monitoring.endpoints(checks) + AuthApi(store).endpoints(),
+        [monitoring.Monitoring(checks), AuthApi(store)],
         authenticator=authenticator,
         fill_scopes=expand_template,
     )

@@ -23,7 +23,7 @@ from services.queue.context import QueueContext
 from services.queue.object_artifacts import ObjectServiceClient
 from services.queue.tasks_api import RUN_PARAMS
 from shared import artifacts, errors, events, paging
-from shared.api import Call, Endpoint, json_response
+from shared.api import Call, declare, json_response
 from shared.artifact_bytes.base import ByteStore
 from shared.artifacts import (
     Artifact,
@@ -51,6 +51,13 @@ class _RawBody(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow")
 
 
+CREATE_SCOPE = "queue:create-artifact:<taskId>/<runId>"
+RUN_LIST_SCOPE = "queue:list-artifacts:<taskId>:<runId>"
+LATEST_LIST_SCOPE = "queue:list-artifacts:<taskId>"
+RUN_NAME = {**RUN_PARAMS, **NAME}
+TASK_NAME = {**TASK, **NAME}
+
+
 class ArtifactsApi:
     def __init__(
         self,
@@ -67,103 +74,18 @@ class ArtifactsApi:
         self.bytes = byte_store
         self.objects = objects
 
-    def endpoints(self) -> list[Endpoint]:
-        create_scope = "queue:create-artifact:<taskId>/<runId>"
-        run_list_scope = "queue:list-artifacts:<taskId>:<runId>"
-        latest_list_scope = "queue:list-artifacts:<taskId>"
-        run_name = {**RUN_PARAMS, **NAME}
-        task_name = {**TASK, **NAME}
-        return [
-            Endpoint(
-                "createArtifact",
-                "POST",
-                "/task/<taskId>/runs/<runId>/artifacts/<name>",
-                self.create_artifact,
-                create_scope,
-                input=_RawBody,
-                params=run_name,
-                scopes_from_params=False,  # upstream checks the task and run first
-            ),
-            Endpoint(
-                "finishArtifact",
-                "PUT",
-                "/task/<taskId>/runs/<runId>/artifacts/<name>",
-                self.finish_artifact,
-                create_scope,
-                input=FinishArtifactRequest,
-                params=run_name,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "getArtifact",
-                "GET",
-                "/task/<taskId>/runs/<runId>/artifacts/<name>",
-                self.get_artifact,
-                GET_SCOPE,
-                params=run_name,
-            ),
-            Endpoint(
-                "getLatestArtifact",
-                "GET",
-                "/task/<taskId>/artifacts/<name>",
-                self.get_latest_artifact,
-                GET_SCOPE,
-                params=task_name,
-            ),
-            Endpoint(
-                "listArtifacts",
-                "GET",
-                "/task/<taskId>/runs/<runId>/artifacts",
-                self.list_artifacts,
-                run_list_scope,
-                params=RUN_PARAMS,
-                query=paging.PAGE_QUERY,
-            ),
-            Endpoint(
-                "listLatestArtifacts",
-                "GET",
-                "/task/<taskId>/artifacts",
-                self.list_latest_artifacts,
-                latest_list_scope,
-                params=TASK,
-                query=paging.PAGE_QUERY,
-            ),
-            Endpoint(
-                "artifactInfo",
-                "GET",
-                "/task/<taskId>/runs/<runId>/artifact-info/<name>",
-                self.artifact_info,
-                run_list_scope,
-                params=run_name,
-            ),
-            Endpoint(
-                "latestArtifactInfo",
-                "GET",
-                "/task/<taskId>/artifact-info/<name>",
-                self.latest_artifact_info,
-                latest_list_scope,
-                params=task_name,
-            ),
-            Endpoint(
-                "artifact",
-                "GET",
-                "/task/<taskId>/runs/<runId>/artifact-content/<name>",
-                self.artifact_content,
-                GET_SCOPE,
-                params=run_name,
-            ),
-            Endpoint(
-                "latestArtifact",
-                "GET",
-                "/task/<taskId>/artifact-content/<name>",
-                self.latest_artifact_content,
-                GET_SCOPE,
-                params=task_name,
-            ),
-        ]
-
     # --- creating -------------------------------------------------------------------------
 
+    @declare(
+        "createArtifact",
+        "POST",
+        "/task/<taskId>/runs/<runId>/artifacts/<name>",
+        title="Create Artifact",
+        scopes=CREATE_SCOPE,
+        input=_RawBody,
+        params=RUN_NAME,
+        scopes_from_params=False,  # upstream checks the task and run first
+    )
     async def create_artifact(self, call: Call) -> dict[str, Any]:
         try:
             request = CreateArtifactRequest.wrap(call.raw_payload).request
@@ -277,6 +199,16 @@ class ArtifactsApi:
         if existing != artifact:
             await self.db[artifacts.COLLECTION].replace_one({"_id": document["_id"]}, document)
 
+    @declare(
+        "finishArtifact",
+        "PUT",
+        "/task/<taskId>/runs/<runId>/artifacts/<name>",
+        title="Finish Artifact",
+        scopes=CREATE_SCOPE,
+        input=FinishArtifactRequest,
+        params=RUN_NAME,
+        scopes_from_params=False,
+    )
     async def finish_artifact(self, call: Call) -> None:
         task_id, run_id, name = (
             call.params["taskId"],
@@ -376,9 +308,25 @@ class ArtifactsApi:
         body = {"storageType": artifact.storage_type, "url": url}
         return json_response(body, 303, {**headers, "Location": url})
 
+    @declare(
+        "getArtifact",
+        "GET",
+        "/task/<taskId>/runs/<runId>/artifacts/<name>",
+        title="Get Artifact Data from Run",
+        scopes=GET_SCOPE,
+        params=RUN_NAME,
+    )
     async def get_artifact(self, call: Call) -> web.Response:
         return await self._download(call, latest=False)
 
+    @declare(
+        "getLatestArtifact",
+        "GET",
+        "/task/<taskId>/artifacts/<name>",
+        title="Get Artifact Data from Latest Run",
+        scopes=GET_SCOPE,
+        params=TASK_NAME,
+    )
     async def get_latest_artifact(self, call: Call) -> web.Response:
         return await self._download(call, latest=True)
 
@@ -399,9 +347,25 @@ class ArtifactsApi:
             return {"storageType": "object", "name": object_name, "credentials": credentials}
         return {"storageType": artifact.storage_type, "url": await self._url(artifact)}
 
+    @declare(
+        "artifact",
+        "GET",
+        "/task/<taskId>/runs/<runId>/artifact-content/<name>",
+        title="Get Artifact Content From Run",
+        scopes=GET_SCOPE,
+        params=RUN_NAME,
+    )
     async def artifact_content(self, call: Call) -> dict[str, Any]:
         return await self._content(call, latest=False)
 
+    @declare(
+        "latestArtifact",
+        "GET",
+        "/task/<taskId>/artifact-content/<name>",
+        title="Get Artifact Content From Latest Run",
+        scopes=GET_SCOPE,
+        params=TASK_NAME,
+    )
     async def latest_artifact_content(self, call: Call) -> dict[str, Any]:
         return await self._content(call, latest=True)
 
@@ -431,9 +395,27 @@ class ArtifactsApi:
             body["continuationToken"] = paging.encode(page[-1].name)
         return body
 
+    @declare(
+        "listArtifacts",
+        "GET",
+        "/task/<taskId>/runs/<runId>/artifacts",
+        title="Get Artifacts from Run",
+        scopes=RUN_LIST_SCOPE,
+        params=RUN_PARAMS,
+        query=paging.PAGE_QUERY,
+    )
     async def list_artifacts(self, call: Call) -> dict[str, Any]:
         return await self._list(call, latest=False)
 
+    @declare(
+        "listLatestArtifacts",
+        "GET",
+        "/task/<taskId>/artifacts",
+        title="Get Artifacts from Latest Run",
+        scopes=LATEST_LIST_SCOPE,
+        params=TASK,
+        query=paging.PAGE_QUERY,
+    )
     async def list_latest_artifacts(self, call: Call) -> dict[str, Any]:
         return await self._list(call, latest=True)
 
@@ -444,9 +426,25 @@ class ArtifactsApi:
             raise errors.ResourceNotFound(f"Artifact {call.params['name']} not found")
         return artifact.info()
 
+    @declare(
+        "artifactInfo",
+        "GET",
+        "/task/<taskId>/runs/<runId>/artifact-info/<name>",
+        title="Get Artifact Information From Run",
+        scopes=RUN_LIST_SCOPE,
+        params=RUN_NAME,
+    )
     async def artifact_info(self, call: Call) -> dict[str, Any]:
         return await self._info(call, latest=False)
 
+    @declare(
+        "latestArtifactInfo",
+        "GET",
+        "/task/<taskId>/artifact-info/<name>",
+        title="Get Artifact Information From Latest Run",
+        scopes=LATEST_LIST_SCOPE,
+        params=TASK_NAME,
+    )
     async def latest_artifact_info(self, call: Call) -> dict[str, Any]:
         return await self._info(call, latest=True)
 

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from shared import errors, paging
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.auth.roles import RoleError, RoleResolver, check_no_cycle
 from shared.auth.scopes import is_valid_scope, normalize_scopes
 from shared.auth.store import AuthStore
@@ -83,6 +83,11 @@ def new_access_token() -> str:
     return slugid() + slugid()
 
 
+CLIENT = {"clientId": CLIENT_ID}
+ROLE = {"roleId": ROLE_ID}
+GRANT = {"for": "scope", "in": "scopes", "each": "<scope>"}
+
+
 class AuthApi:
     def __init__(self, store: AuthStore) -> None:
         self.store = store
@@ -132,6 +137,16 @@ class AuthApi:
 
     # --- clients ---------------------------------------------------------------------------
 
+    @declare(
+        "createClient",
+        "PUT",
+        "/clients/<clientId>",
+        title="Create Client",
+        scopes={"AllOf": ["auth:create-client:<clientId>", GRANT]},
+        input=ClientRequest,
+        params=CLIENT,
+        scopes_from_params=False,
+    )
     async def create_client(self, call: Call) -> dict[str, Any]:
         client_id, body = call.params["clientId"], call.body
         call.authorize(scopes=body.scopes)
@@ -157,6 +172,14 @@ class AuthApi:
             raise errors.RequestConflict(f"Client {client_id} already exists")
         return await self._client_out(document, token)
 
+    @declare(
+        "updateClient",
+        "POST",
+        "/clients/<clientId>",
+        title="Update Client",
+        input=ClientRequest,
+        params=CLIENT,
+    )
     async def update_client(self, call: Call) -> dict[str, Any]:
         client_id, body = call.params["clientId"], call.body
         self._refuse_static(client_id)
@@ -177,9 +200,17 @@ class AuthApi:
             raise errors.ResourceNotFound(f"Client {client_id} not found")
         return await self._client_out(doc)
 
+    @declare("client", "GET", "/clients/<clientId>", title="Get Client", params=CLIENT)
     async def get_client(self, call: Call) -> dict[str, Any]:
         return await self._client_out(await self._existing_client(call.params["clientId"]))
 
+    @declare(
+        "listClients",
+        "GET",
+        "/clients/",
+        title="List Clients",
+        query=("prefix", "continuationToken", "limit"),
+    )
     async def list_clients(self, call: Call) -> dict[str, Any]:
         limit = paging.limit(call.query)
         docs = await self.store.list_clients(
@@ -191,6 +222,14 @@ class AuthApi:
             out["continuationToken"] = paging.encode(page[-1]["_id"])
         return out
 
+    @declare(
+        "deleteClient",
+        "DELETE",
+        "/clients/<clientId>",
+        title="Delete Client",
+        scopes="auth:delete-client:<clientId>",
+        params=CLIENT,
+    )
     async def delete_client(self, call: Call) -> None:
         client_id = call.params["clientId"]
         self._refuse_static(client_id)
@@ -206,12 +245,36 @@ class AuthApi:
             raise errors.ResourceNotFound(f"Client {client_id} not found")
         return await self._client_out(doc)
 
+    @declare(
+        "disableClient",
+        "POST",
+        "/clients/<clientId>/disable",
+        title="Disable Client",
+        scopes="auth:disable-client:<clientId>",
+        params=CLIENT,
+    )
     async def disable_client(self, call: Call) -> dict[str, Any]:
         return await self._set_disabled(call, True)
 
+    @declare(
+        "enableClient",
+        "POST",
+        "/clients/<clientId>/enable",
+        title="Enable Client",
+        scopes="auth:enable-client:<clientId>",
+        params=CLIENT,
+    )
     async def enable_client(self, call: Call) -> dict[str, Any]:
         return await self._set_disabled(call, False)
 
+    @declare(
+        "resetAccessToken",
+        "POST",
+        "/clients/<clientId>/reset",
+        title="Reset `accessToken`",
+        scopes="auth:reset-access-token:<clientId>",
+        params=CLIENT,
+    )
     async def reset_access_token(self, call: Call) -> dict[str, Any]:
         client_id = call.params["clientId"]
         self._refuse_static(client_id)
@@ -234,6 +297,16 @@ class AuthApi:
         except RoleError as exc:
             raise errors.InputError(str(exc)) from exc
 
+    @declare(
+        "createRole",
+        "PUT",
+        "/roles/<roleId>",
+        title="Create Role",
+        scopes={"AllOf": ["auth:create-role:<roleId>", GRANT]},
+        input=RoleRequest,
+        params=ROLE,
+        scopes_from_params=False,
+    )
     async def create_role(self, call: Call) -> dict[str, Any]:
         role_id, body = call.params["roleId"], call.body
         call.authorize(scopes=body.scopes)
@@ -258,6 +331,9 @@ class AuthApi:
             raise errors.RequestConflict(f"Role {role_id} already exists with different properties")
         return await self._role_out(document)
 
+    @declare(
+        "updateRole", "POST", "/roles/<roleId>", title="Update Role", input=RoleRequest, params=ROLE
+    )
     async def update_role(self, call: Call) -> dict[str, Any]:
         role_id, body = call.params["roleId"], call.body
         existing = await self.store.get_role(role_id)
@@ -274,120 +350,35 @@ class AuthApi:
             raise errors.ResourceNotFound(f"Role {role_id} not found")
         return await self._role_out(doc)
 
+    @declare("role", "GET", "/roles/<roleId>", title="Get Role", params=ROLE)
     async def get_role(self, call: Call) -> dict[str, Any]:
         doc = await self.store.get_role(call.params["roleId"])
         if doc is None:
             raise errors.ResourceNotFound(f"Role {call.params['roleId']} not found")
         return await self._role_out(doc)
 
+    @declare("listRoles", "GET", "/roles/", title="List Roles (no pagination)")
     async def list_roles(self, call: Call) -> list[dict[str, Any]]:
         return [await self._role_out(doc) for doc in await self.store.all_roles()]
 
+    @declare(
+        "deleteRole",
+        "DELETE",
+        "/roles/<roleId>",
+        title="Delete Role",
+        scopes="auth:delete-role:<roleId>",
+        params=ROLE,
+    )
     async def delete_role(self, call: Call) -> None:
         await self.store.delete_role(call.params["roleId"])
 
     # --- scopes ----------------------------------------------------------------------------
 
+    @declare("currentScopes", "GET", "/scopes/current", title="Get Current Scopes")
     async def current_scopes(self, call: Call) -> dict[str, Any]:
         return {"scopes": list(call.principal.scopes)}
 
+    @declare("expandScopes", "POST", "/scopes/expand", title="Expand Scopes", input=ScopeSetBody)
     async def expand_scopes(self, call: Call) -> dict[str, Any]:
         resolver: RoleResolver = await self.store.resolver()
         return {"scopes": resolver.expand(call.body.scopes)}
-
-    def endpoints(self) -> list[Endpoint]:
-        client = {"clientId": CLIENT_ID}
-        role = {"roleId": ROLE_ID}
-        grant = {"for": "scope", "in": "scopes", "each": "<scope>"}
-        return [
-            Endpoint(
-                "createClient",
-                "PUT",
-                "/clients/<clientId>",
-                self.create_client,
-                scopes={"AllOf": ["auth:create-client:<clientId>", grant]},
-                input=ClientRequest,
-                params=client,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "updateClient",
-                "POST",
-                "/clients/<clientId>",
-                self.update_client,
-                input=ClientRequest,
-                params=client,
-            ),
-            Endpoint("client", "GET", "/clients/<clientId>", self.get_client, params=client),
-            Endpoint(
-                "listClients",
-                "GET",
-                "/clients/",
-                self.list_clients,
-                query=("prefix", "continuationToken", "limit"),
-            ),
-            Endpoint(
-                "deleteClient",
-                "DELETE",
-                "/clients/<clientId>",
-                self.delete_client,
-                scopes="auth:delete-client:<clientId>",
-                params=client,
-            ),
-            Endpoint(
-                "disableClient",
-                "POST",
-                "/clients/<clientId>/disable",
-                self.disable_client,
-                scopes="auth:disable-client:<clientId>",
-                params=client,
-            ),
-            Endpoint(
-                "enableClient",
-                "POST",
-                "/clients/<clientId>/enable",
-                self.enable_client,
-                scopes="auth:enable-client:<clientId>",
-                params=client,
-            ),
-            Endpoint(
-                "resetAccessToken",
-                "POST",
-                "/clients/<clientId>/reset",
-                self.reset_access_token,
-                scopes="auth:reset-access-token:<clientId>",
-                params=client,
-            ),
-            Endpoint(
-                "createRole",
-                "PUT",
-                "/roles/<roleId>",
-                self.create_role,
-                scopes={"AllOf": ["auth:create-role:<roleId>", grant]},
-                input=RoleRequest,
-                params=role,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "updateRole",
-                "POST",
-                "/roles/<roleId>",
-                self.update_role,
-                input=RoleRequest,
-                params=role,
-            ),
-            Endpoint("role", "GET", "/roles/<roleId>", self.get_role, params=role),
-            Endpoint("listRoles", "GET", "/roles/", self.list_roles),
-            Endpoint(
-                "deleteRole",
-                "DELETE",
-                "/roles/<roleId>",
-                self.delete_role,
-                scopes="auth:delete-role:<roleId>",
-                params=role,
-            ),
-            Endpoint("currentScopes", "GET", "/scopes/current", self.current_scopes),
-            Endpoint(
-                "expandScopes", "POST", "/scopes/expand", self.expand_scopes, input=ScopeSetBody
-            ),
-        ]

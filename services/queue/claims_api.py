@@ -18,7 +18,7 @@ from services.queue import credentials
 from services.queue.context import QueueContext
 from services.queue.tasks_api import RUN_PARAMS, status_body
 from shared import errors, logs, pending, transitions
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.models import TASK_QUEUE_ID_PATTERN, ExceptionReason, Identifier
 from shared.timeutil import format_ts, utcnow
 from shared.transitions import TaskRecord
@@ -49,67 +49,13 @@ class ReportExceptionRequest(BaseModel):
 WORKER_SCOPE = "queue:worker-id:<workerGroup>/<workerId>"
 
 
+RESOLVE_SCOPE = "queue:resolve-task:<taskId>/<runId>"
+
+
 class ClaimsApi:
     def __init__(self, context: QueueContext) -> None:
         self.ctx = context
         self.store = context.store
-
-    def endpoints(self) -> list[Endpoint]:
-        resolve_scope = "queue:resolve-task:<taskId>/<runId>"
-        return [
-            Endpoint(
-                "claimWork",
-                "POST",
-                "/claim-work/<taskQueueId>",
-                self.claim_work,
-                {"AllOf": ["queue:claim-work:<taskQueueId>", WORKER_SCOPE]},
-                input=ClaimWorkRequest,
-                params={"taskQueueId": TASK_QUEUE_ID_PATTERN},
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "claimTask",
-                "POST",
-                "/task/<taskId>/runs/<runId>/claim",
-                self.claim_task,
-                {"AllOf": ["queue:claim-task:<provisionerId>/<workerType>", WORKER_SCOPE]},
-                input=ClaimTaskRequest,
-                params=RUN_PARAMS,
-            ),
-            Endpoint(
-                "reclaimTask",
-                "POST",
-                "/task/<taskId>/runs/<runId>/reclaim",
-                self.reclaim_task,
-                "queue:reclaim-task:<taskId>/<runId>",
-                params=RUN_PARAMS,
-            ),
-            Endpoint(
-                "reportCompleted",
-                "POST",
-                "/task/<taskId>/runs/<runId>/completed",
-                self.report_completed,
-                resolve_scope,
-                params=RUN_PARAMS,
-            ),
-            Endpoint(
-                "reportFailed",
-                "POST",
-                "/task/<taskId>/runs/<runId>/failed",
-                self.report_failed,
-                resolve_scope,
-                params=RUN_PARAMS,
-            ),
-            Endpoint(
-                "reportException",
-                "POST",
-                "/task/<taskId>/runs/<runId>/exception",
-                self.report_exception,
-                resolve_scope,
-                input=ReportExceptionRequest,
-                params=RUN_PARAMS,
-            ),
-        ]
 
     # --- claiming -------------------------------------------------------------------------
 
@@ -221,6 +167,16 @@ class ClaimsApi:
                 claimed.append(result)
         return claimed
 
+    @declare(
+        "claimWork",
+        "POST",
+        "/claim-work/<taskQueueId>",
+        title="Claim Work",
+        scopes={"AllOf": ["queue:claim-work:<taskQueueId>", WORKER_SCOPE]},
+        input=ClaimWorkRequest,
+        params={"taskQueueId": TASK_QUEUE_ID_PATTERN},
+        scopes_from_params=False,
+    )
     async def claim_work(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         body: ClaimWorkRequest = call.body
@@ -289,6 +245,15 @@ class ClaimsApi:
                 extra={"taskId": record.task_id, "runId": run_id},
             )
 
+    @declare(
+        "claimTask",
+        "POST",
+        "/task/<taskId>/runs/<runId>/claim",
+        title="Claim Task",
+        scopes={"AllOf": ["queue:claim-task:<provisionerId>/<workerType>", WORKER_SCOPE]},
+        input=ClaimTaskRequest,
+        params=RUN_PARAMS,
+    )
     async def claim_task(self, call: Call) -> dict[str, Any]:
         task_id, run_id = call.params["taskId"], int(call.params["runId"])
         body: ClaimTaskRequest = call.body
@@ -319,6 +284,14 @@ class ClaimsApi:
         (record,) = await self.store.complete([record])
         return self._claim_body(record, run_id, with_task=True)
 
+    @declare(
+        "reclaimTask",
+        "POST",
+        "/task/<taskId>/runs/<runId>/reclaim",
+        title="Reclaim task",
+        scopes="queue:reclaim-task:<taskId>/<runId>",
+        params=RUN_PARAMS,
+    )
     async def reclaim_task(self, call: Call) -> dict[str, Any]:
         task_id, run_id = call.params["taskId"], int(call.params["runId"])
         loaded = await self.store.require(task_id, whole=False)
@@ -348,12 +321,37 @@ class ClaimsApi:
         )
         return status_body(outcome.record)
 
+    @declare(
+        "reportCompleted",
+        "POST",
+        "/task/<taskId>/runs/<runId>/completed",
+        title="Report Run Completed",
+        scopes=RESOLVE_SCOPE,
+        params=RUN_PARAMS,
+    )
     async def report_completed(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, "completed")
 
+    @declare(
+        "reportFailed",
+        "POST",
+        "/task/<taskId>/runs/<runId>/failed",
+        title="Report Run Failed",
+        scopes=RESOLVE_SCOPE,
+        params=RUN_PARAMS,
+    )
     async def report_failed(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, "failed")
 
+    @declare(
+        "reportException",
+        "POST",
+        "/task/<taskId>/runs/<runId>/exception",
+        title="Report Task Exception",
+        scopes=RESOLVE_SCOPE,
+        input=ReportExceptionRequest,
+        params=RUN_PARAMS,
+    )
     async def report_exception(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, str(call.body.reason))
 

@@ -10,7 +10,7 @@ from pymongo import ASCENDING
 from services.queue.context import QueueContext
 from services.queue.tasks_api import ChangePriorityRequest
 from shared import errors, events, paging, taskgroups, transitions
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.ids import SLUGID_PATTERN
 from shared.taskstore import TASKS, from_document
 from shared.timeutil import utcnow
@@ -20,57 +20,13 @@ GROUP_ID = {"taskGroupId": SLUGID_PATTERN}
 BATCH = 200
 
 
+LIST_SCOPE = "queue:list-task-group:<taskGroupId>"
+
+
 class GroupsApi:
     def __init__(self, context: QueueContext) -> None:
         self.ctx = context
         self.store = context.store
-
-    def endpoints(self) -> list[Endpoint]:
-        list_scope = "queue:list-task-group:<taskGroupId>"
-        return [
-            Endpoint(
-                "listTaskGroup",
-                "GET",
-                "/task-group/<taskGroupId>/list",
-                self.list_task_group,
-                list_scope,
-                params=GROUP_ID,
-                query=paging.PAGE_QUERY,
-            ),
-            Endpoint(
-                "getTaskGroup",
-                "GET",
-                "/task-group/<taskGroupId>",
-                self.get_task_group,
-                list_scope,
-                params=GROUP_ID,
-            ),
-            Endpoint(
-                "sealTaskGroup",
-                "POST",
-                "/task-group/<taskGroupId>/seal",
-                self.seal_task_group,
-                "queue:seal-task-group:<schedulerId>/<taskGroupId>",
-                params=GROUP_ID,
-            ),
-            Endpoint(
-                "cancelTaskGroup",
-                "POST",
-                "/task-group/<taskGroupId>/cancel",
-                self.cancel_task_group,
-                "queue:cancel-task-group:<schedulerId>/<taskGroupId>",
-                params=GROUP_ID,
-            ),
-            Endpoint(
-                "changeTaskGroupPriority",
-                "POST",
-                "/task-group/<taskGroupId>/priority",
-                self.change_task_group_priority,
-                "queue:change-task-group-priority:<schedulerId>/<taskGroupId>",
-                input=ChangePriorityRequest,
-                params=GROUP_ID,
-            ),
-        ]
 
     async def _members(self, task_group_id: str) -> AsyncIterator[TaskRecord]:
         """Every task of the group, in taskId order, a batch at a time."""
@@ -87,6 +43,15 @@ class GroupsApi:
                 return
             after = batch[-1].task_id
 
+    @declare(
+        "listTaskGroup",
+        "GET",
+        "/task-group/<taskGroupId>/list",
+        title="List Task Group",
+        scopes=LIST_SCOPE,
+        params=GROUP_ID,
+        query=paging.PAGE_QUERY,
+    )
     async def list_task_group(self, call: Call) -> dict[str, Any]:
         group_id = call.params["taskGroupId"]
         group = await taskgroups.require(self.ctx.db, group_id)
@@ -108,6 +73,14 @@ class GroupsApi:
             out["continuationToken"] = paging.encode(page[-1].task_id)
         return out
 
+    @declare(
+        "getTaskGroup",
+        "GET",
+        "/task-group/<taskGroupId>",
+        title="Get Task Group",
+        scopes=LIST_SCOPE,
+        params=GROUP_ID,
+    )
     async def get_task_group(self, call: Call) -> dict[str, Any]:
         return taskgroups.info(await taskgroups.require(self.ctx.db, call.params["taskGroupId"]))
 
@@ -116,12 +89,28 @@ class GroupsApi:
         call.authorize(schedulerId=group["schedulerId"])
         return group
 
+    @declare(
+        "sealTaskGroup",
+        "POST",
+        "/task-group/<taskGroupId>/seal",
+        title="Seal Task Group",
+        scopes="queue:seal-task-group:<schedulerId>/<taskGroupId>",
+        params=GROUP_ID,
+    )
     async def seal_task_group(self, call: Call) -> dict[str, Any]:
         group = await self._authorized_group(call)
         sealed = await taskgroups.seal(self.ctx.db, group["_id"])
         await self.store.publish([events.task_group_sealed(sealed)])
         return taskgroups.info(sealed)
 
+    @declare(
+        "cancelTaskGroup",
+        "POST",
+        "/task-group/<taskGroupId>/cancel",
+        title="Cancel Task Group",
+        scopes="queue:cancel-task-group:<schedulerId>/<taskGroupId>",
+        params=GROUP_ID,
+    )
     async def cancel_task_group(self, call: Call) -> dict[str, Any]:
         group = await self._authorized_group(call)
         if group.get("sealed") is None:
@@ -141,6 +130,15 @@ class GroupsApi:
             "taskIds": cancelled,
         }
 
+    @declare(
+        "changeTaskGroupPriority",
+        "POST",
+        "/task-group/<taskGroupId>/priority",
+        title="Change Task Group Priority",
+        scopes="queue:change-task-group-priority:<schedulerId>/<taskGroupId>",
+        input=ChangePriorityRequest,
+        params=GROUP_ID,
+    )
     async def change_task_group_priority(self, call: Call) -> dict[str, Any]:
         group = await self._authorized_group(call)
         new_priority = call.body.newPriority

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.queue.context import QueueContext
 from shared import deadlines, dependencies, errors, logs, paging, taskgroups, transitions
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.ids import SLUGID_PATTERN
 from shared.models import (
     RUN_ID_URL_PATTERN,
@@ -96,110 +96,28 @@ class TasksApi:
         self.ctx = context
         self.store = context.store
 
-    def endpoints(self) -> list[Endpoint]:
-        page = paging.PAGE_QUERY
-        return [
-            Endpoint(
-                "task",
-                "GET",
-                "/task/<taskId>",
-                self.task,
-                "queue:get-task:<taskId>",
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "status",
-                "GET",
-                "/task/<taskId>/status",
-                self.status,
-                "queue:status:<taskId>",
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "tasks",
-                "POST",
-                "/tasks",
-                self.tasks,
-                {"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:get-task:<taskId>"}]},
-                input=TasksRequest,
-                query=page,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "statuses",
-                "POST",
-                "/tasks/status",
-                self.statuses,
-                {"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:status:<taskId>"}]},
-                input=TasksRequest,
-                query=page,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "createTask",
-                "PUT",
-                "/task/<taskId>",
-                self.create_task,
-                CREATE_TASK_SCOPES,
-                input=TaskDefinition,
-                params=TASK_ID,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "scheduleTask",
-                "POST",
-                "/task/<taskId>/schedule",
-                self.schedule_task,
-                _scheduler_scopes("schedule-task"),
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "rerunTask",
-                "POST",
-                "/task/<taskId>/rerun",
-                self.rerun_task,
-                _scheduler_scopes("rerun-task"),
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "cancelTask",
-                "POST",
-                "/task/<taskId>/cancel",
-                self.cancel_task,
-                _scheduler_scopes("cancel-task"),
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "changeTaskPriority",
-                "POST",
-                "/task/<taskId>/priority",
-                self.change_task_priority,
-                {
-                    "AnyOf": [
-                        "queue:change-task-priority:<taskId>",
-                        "queue:change-task-priority-in-queue:<taskQueueId>",
-                    ]
-                },
-                input=ChangePriorityRequest,
-                params=TASK_ID,
-            ),
-            Endpoint(
-                "listDependentTasks",
-                "GET",
-                "/task/<taskId>/dependents",
-                self.list_dependent_tasks,
-                "queue:list-dependent-tasks:<taskId>",
-                params=TASK_ID,
-                query=page,
-            ),
-        ]
-
     # --- reading --------------------------------------------------------------------------
 
+    @declare(
+        "task",
+        "GET",
+        "/task/<taskId>",
+        title="Get Task Definition",
+        scopes="queue:get-task:<taskId>",
+        params=TASK_ID,
+    )
     async def task(self, call: Call) -> dict[str, Any]:
         loaded = await self.store.require(call.params["taskId"])
         return loaded.record.definition.to_output()
 
+    @declare(
+        "status",
+        "GET",
+        "/task/<taskId>/status",
+        title="Get task status",
+        scopes="queue:status:<taskId>",
+        params=TASK_ID,
+    )
     async def status(self, call: Call) -> dict[str, Any]:
         loaded = await self.store.require(call.params["taskId"], whole=False)
         return status_body(loaded.record)
@@ -214,6 +132,16 @@ class TasksApi:
         token = paging.encode(offset + limit) if offset + limit < len(body.taskIds) else None
         return [found[i] for i in ids if i in found], token
 
+    @declare(
+        "tasks",
+        "POST",
+        "/tasks",
+        title="Get multiple task definitions",
+        scopes={"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:get-task:<taskId>"}]},
+        input=TasksRequest,
+        query=paging.PAGE_QUERY,
+        scopes_from_params=False,
+    )
     async def tasks(self, call: Call) -> dict[str, Any]:
         records, token = await self._batch(call)
         out: dict[str, Any] = {
@@ -223,6 +151,16 @@ class TasksApi:
             out["continuationToken"] = token
         return out
 
+    @declare(
+        "statuses",
+        "POST",
+        "/tasks/status",
+        title="Get multiple task definitions",
+        scopes={"AllOf": [{"for": "taskId", "in": "taskIds", "each": "queue:status:<taskId>"}]},
+        input=TasksRequest,
+        query=paging.PAGE_QUERY,
+        scopes_from_params=False,
+    )
     async def statuses(self, call: Call) -> dict[str, Any]:
         records, token = await self._batch(call)
         out: dict[str, Any] = {
@@ -232,6 +170,15 @@ class TasksApi:
             out["continuationToken"] = token
         return out
 
+    @declare(
+        "listDependentTasks",
+        "GET",
+        "/task/<taskId>/dependents",
+        title="List Dependent Tasks",
+        scopes="queue:list-dependent-tasks:<taskId>",
+        params=TASK_ID,
+        query=paging.PAGE_QUERY,
+    )
     async def list_dependent_tasks(self, call: Call) -> dict[str, Any]:
         task_id = call.params["taskId"]
         await self.store.require(task_id)
@@ -255,6 +202,16 @@ class TasksApi:
 
     # --- creating -------------------------------------------------------------------------
 
+    @declare(
+        "createTask",
+        "PUT",
+        "/task/<taskId>",
+        title="Create New Task",
+        scopes=CREATE_TASK_SCOPES,
+        input=TaskDefinition,
+        params=TASK_ID,
+        scopes_from_params=False,
+    )
     async def create_task(self, call: Call) -> dict[str, Any]:
         task_id = call.params["taskId"]
         task: TaskDefinition = call.body.with_task_group_id(task_id)
@@ -339,6 +296,14 @@ class TasksApi:
         call.authorize(**_task_params(loaded.record))
         return loaded
 
+    @declare(
+        "scheduleTask",
+        "POST",
+        "/task/<taskId>/schedule",
+        title="Schedule Defined Task",
+        scopes=_scheduler_scopes("schedule-task"),
+        params=TASK_ID,
+    )
     async def schedule_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
         outcome = await self.store.mutate(
@@ -346,6 +311,14 @@ class TasksApi:
         )
         return status_body(outcome.record)
 
+    @declare(
+        "rerunTask",
+        "POST",
+        "/task/<taskId>/rerun",
+        title="Rerun a Resolved Task",
+        scopes=_scheduler_scopes("rerun-task"),
+        params=TASK_ID,
+    )
     async def rerun_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
         outcome = await self.store.mutate(
@@ -353,6 +326,14 @@ class TasksApi:
         )
         return status_body(outcome.record)
 
+    @declare(
+        "cancelTask",
+        "POST",
+        "/task/<taskId>/cancel",
+        title="Cancel Task",
+        scopes=_scheduler_scopes("cancel-task"),
+        params=TASK_ID,
+    )
     async def cancel_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
         outcome = await self.store.mutate(
@@ -360,6 +341,20 @@ class TasksApi:
         )
         return status_body(outcome.record)
 
+    @declare(
+        "changeTaskPriority",
+        "POST",
+        "/task/<taskId>/priority",
+        title="Change Task Priority",
+        scopes={
+            "AnyOf": [
+                "queue:change-task-priority:<taskId>",
+                "queue:change-task-priority-in-queue:<taskQueueId>",
+            ]
+        },
+        input=ChangePriorityRequest,
+        params=TASK_ID,
+    )
     async def change_task_priority(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
         new_priority = call.body.newPriority

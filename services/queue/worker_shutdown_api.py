@@ -16,7 +16,7 @@ from typing import Any
 from services.queue.context import QueueContext
 from services.queue.workers_api import WORKER_PARAMS, WORKER_PATH
 from shared import claims, errors, logs, transitions
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.timeutil import utcnow
 from shared.transitions import Outcome, TaskRecord
 
@@ -39,18 +39,14 @@ class WorkerShutdownApi:
     def __init__(self, context: QueueContext) -> None:
         self.ctx = context
 
-    def endpoints(self) -> list[Endpoint]:
-        return [
-            Endpoint(
-                "workerShutdown",
-                "POST",
-                WORKER_PATH + "/shutdown",
-                self.worker_shutdown,
-                SHUTDOWN_SCOPE,
-                params=WORKER_PARAMS,
-            ),
-        ]
-
+    @declare(
+        "workerShutdown",
+        "POST",
+        WORKER_PATH + "/shutdown",
+        title="Report a worker shutting down",
+        scopes=SHUTDOWN_SCOPE,
+        params=WORKER_PARAMS,
+    )
     async def worker_shutdown(self, call: Call) -> dict[str, Any]:
         p = call.params
         task_queue_id = f"{p['provisionerId']}/{p['workerType']}"

@@ -21,7 +21,7 @@ from services.queue.worker_records import (
     worker_key,
 )
 from shared import claims, errors, paging
-from shared.api import Call, Endpoint
+from shared.api import Call, declare
 from shared.models import (
     PROVISIONER_ID_PATTERN,
     TASK_QUEUE_ID_PATTERN,
@@ -159,161 +159,14 @@ def _waiting_queue(task_queue_id: str, now: datetime) -> dict[str, Any]:
     }
 
 
+WT_PATH = "/provisioners/<provisionerId>/worker-types/<workerType>"
+COUNTS_SCOPES = ["queue:pending-count:<taskQueueId>", "queue:claimed-count:<taskQueueId>"]
+
+
 class WorkersApi:
     def __init__(self, context: QueueContext) -> None:
         self.ctx = context
         self.db = context.db
-
-    def endpoints(self) -> list[Endpoint]:
-        page = paging.PAGE_QUERY
-        wt_path = "/provisioners/<provisionerId>/worker-types/<workerType>"
-        counts_scopes = ["queue:pending-count:<taskQueueId>", "queue:claimed-count:<taskQueueId>"]
-        return [
-            Endpoint(
-                "listProvisioners",
-                "GET",
-                "/provisioners",
-                self.list_provisioners,
-                "queue:list-provisioners",
-                query=page,
-            ),
-            Endpoint(
-                "getProvisioner",
-                "GET",
-                "/provisioners/<provisionerId>",
-                self.get_provisioner,
-                "queue:get-provisioner:<provisionerId>",
-                params={"provisionerId": PROVISIONER_ID_PATTERN},
-            ),
-            Endpoint(
-                "listWorkerTypes",
-                "GET",
-                "/provisioners/<provisionerId>/worker-types",
-                self.list_worker_types,
-                "queue:list-worker-types:<provisionerId>",
-                params={"provisionerId": PROVISIONER_ID_PATTERN},
-                query=page,
-            ),
-            Endpoint(
-                "getWorkerType",
-                "GET",
-                wt_path,
-                self.get_worker_type,
-                "queue:get-worker-type:<provisionerId>/<workerType>",
-                params=QUEUE_PARAMS,
-            ),
-            Endpoint(
-                "listTaskQueues",
-                "GET",
-                "/task-queues",
-                self.list_task_queues,
-                "queue:list-task-queues",
-                query=page,
-            ),
-            Endpoint(
-                "getTaskQueue",
-                "GET",
-                "/task-queues/<taskQueueId>",
-                self.get_task_queue,
-                "queue:get-task-queue:<taskQueueId>",
-                params=TQ_PARAM,
-            ),
-            Endpoint(
-                "pendingTasks",
-                "GET",
-                "/pending/<taskQueueId>",
-                self.pending_tasks,
-                "queue:pending-count:<taskQueueId>",
-                params=TQ_PARAM,
-            ),
-            Endpoint(
-                "taskQueueCounts",
-                "GET",
-                "/task-queues/<taskQueueId>/counts",
-                self.task_queue_counts,
-                {"AllOf": counts_scopes},
-                params=TQ_PARAM,
-            ),
-            Endpoint(
-                "taskQueueCountsBatch",
-                "POST",
-                "/task-queues/counts",
-                self.task_queue_counts_batch,
-                {
-                    "AllOf": [
-                        {
-                            "for": "taskQueueId",
-                            "in": "taskQueueIds",
-                            "each": {"AllOf": counts_scopes},
-                        }
-                    ]
-                },
-                input=CountsBatchRequest,
-                scopes_from_params=False,
-            ),
-            Endpoint(
-                "listPendingTasks",
-                "GET",
-                "/task-queues/<taskQueueId>/pending",
-                self.list_pending_tasks,
-                "queue:pending-list:<taskQueueId>",
-                params=TQ_PARAM,
-                query=page,
-            ),
-            Endpoint(
-                "listClaimedTasks",
-                "GET",
-                "/task-queues/<taskQueueId>/claimed",
-                self.list_claimed_tasks,
-                "queue:claimed-list:<taskQueueId>",
-                params=TQ_PARAM,
-                query=page,
-            ),
-            Endpoint(
-                "listWorkers",
-                "GET",
-                f"{wt_path}/workers",
-                self.list_workers,
-                "queue:list-workers:<provisionerId>/<workerType>",
-                params=QUEUE_PARAMS,
-                query=(*page, "quarantined"),
-            ),
-            Endpoint(
-                "getWorker",
-                "GET",
-                WORKER_PATH,
-                self.get_worker,
-                "queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "quarantineWorker",
-                "PUT",
-                WORKER_PATH,
-                self.quarantine_worker,
-                "queue:quarantine-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
-                input=QuarantineRequest,
-                params=WORKER_PARAMS,
-            ),
-            Endpoint(
-                "declareWorker",
-                "PUT",
-                f"{wt_path}/<workerGroup>/<workerId>",
-                self.declare_worker,
-                {
-                    "AllOf": [
-                        {
-                            "for": "property",
-                            "in": "properties",
-                            "each": DECLARE_SCOPE,
-                        }
-                    ]
-                },
-                input=DeclareWorkerRequest,
-                params=WORKER_PARAMS,
-                scopes_from_params=False,
-            ),
-        ]
 
     # --- task queues and provisioners -----------------------------------------------------
 
@@ -346,9 +199,25 @@ class WorkersApi:
             return _waiting_queue(task_queue_id, now)
         raise errors.ResourceNotFound(f"Task queue `{task_queue_id}` not found")
 
+    @declare(
+        "listProvisioners",
+        "GET",
+        "/provisioners",
+        title="Get a list of all active provisioners",
+        scopes="queue:list-provisioners",
+        query=paging.PAGE_QUERY,
+    )
     async def list_provisioners(self, call: Call) -> dict[str, Any]:
         return paging.offset_page(provisioners_of(await self._queues()), call.query, "provisioners")
 
+    @declare(
+        "getProvisioner",
+        "GET",
+        "/provisioners/<provisionerId>",
+        title="Get an active provisioner",
+        scopes="queue:get-provisioner:<provisionerId>",
+        params={"provisionerId": PROVISIONER_ID_PATTERN},
+    )
     async def get_provisioner(self, call: Call) -> dict[str, Any]:
         provisioner_id = call.params["provisionerId"]
         found = provisioners_of(await self._queues({"provisionerId": provisioner_id}))
@@ -356,19 +225,52 @@ class WorkersApi:
             raise errors.ResourceNotFound(f"Provisioner `{provisioner_id}` not found")
         return found[0]
 
+    @declare(
+        "listWorkerTypes",
+        "GET",
+        "/provisioners/<provisionerId>/worker-types",
+        title="Get a list of all active worker-types",
+        scopes="queue:list-worker-types:<provisionerId>",
+        params={"provisionerId": PROVISIONER_ID_PATTERN},
+        query=paging.PAGE_QUERY,
+    )
     async def list_worker_types(self, call: Call) -> dict[str, Any]:
         queues = await self._queues({"provisionerId": call.params["provisionerId"]})
         return paging.offset_page([_worker_type_out(q) for q in queues], call.query, "workerTypes")
 
+    @declare(
+        "getWorkerType",
+        "GET",
+        WT_PATH,
+        title="Get a worker-type",
+        scopes="queue:get-worker-type:<provisionerId>/<workerType>",
+        params=QUEUE_PARAMS,
+    )
     async def get_worker_type(self, call: Call) -> dict[str, Any]:
         task_queue_id = f"{call.params['provisionerId']}/{call.params['workerType']}"
         return _worker_type_out(await self._queue(task_queue_id))
 
+    @declare(
+        "listTaskQueues",
+        "GET",
+        "/task-queues",
+        title="Get a list of all active task queues",
+        scopes="queue:list-task-queues",
+        query=paging.PAGE_QUERY,
+    )
     async def list_task_queues(self, call: Call) -> dict[str, Any]:
         return paging.offset_page(
             [_queue_out(q) for q in await self._queues()], call.query, "taskQueues"
         )
 
+    @declare(
+        "getTaskQueue",
+        "GET",
+        "/task-queues/<taskQueueId>",
+        title="Get a task queue",
+        scopes="queue:get-task-queue:<taskQueueId>",
+        params=TQ_PARAM,
+    )
     async def get_task_queue(self, call: Call) -> dict[str, Any]:
         return _queue_out(await self._queue(call.params["taskQueueId"]))
 
@@ -383,6 +285,14 @@ class WorkersApi:
             "claimedTasks": claimed,
         }
 
+    @declare(
+        "pendingTasks",
+        "GET",
+        "/pending/<taskQueueId>",
+        title="Get Number of Pending Tasks",
+        scopes="queue:pending-count:<taskQueueId>",
+        params=TQ_PARAM,
+    )
     async def pending_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         provisioner_id, worker_type = task_queue_id.split("/", 1)
@@ -394,14 +304,48 @@ class WorkersApi:
             "pendingTasks": count,
         }
 
+    @declare(
+        "taskQueueCounts",
+        "GET",
+        "/task-queues/<taskQueueId>/counts",
+        title="Get Number of Pending and Claimed Tasks",
+        scopes={"AllOf": COUNTS_SCOPES},
+        params=TQ_PARAM,
+    )
     async def task_queue_counts(self, call: Call) -> dict[str, Any]:
         return await self._counts(call.params["taskQueueId"])
 
+    @declare(
+        "taskQueueCountsBatch",
+        "POST",
+        "/task-queues/counts",
+        title="Get Pending and Claimed Task Counts for Multiple Task Queues",
+        scopes={
+            "AllOf": [
+                {
+                    "for": "taskQueueId",
+                    "in": "taskQueueIds",
+                    "each": {"AllOf": COUNTS_SCOPES},
+                }
+            ]
+        },
+        input=CountsBatchRequest,
+        scopes_from_params=False,
+    )
     async def task_queue_counts_batch(self, call: Call) -> dict[str, Any]:
         ids = call.body.taskQueueIds
         call.authorize(taskQueueIds=ids)
         return {"taskQueueCounts": [await self._counts(task_queue_id) for task_queue_id in ids]}
 
+    @declare(
+        "listPendingTasks",
+        "GET",
+        "/task-queues/<taskQueueId>/pending",
+        title="List Pending Tasks",
+        scopes="queue:pending-list:<taskQueueId>",
+        params=TQ_PARAM,
+        query=paging.PAGE_QUERY,
+    )
     async def list_pending_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
@@ -431,6 +375,15 @@ class WorkersApi:
             out["continuationToken"] = paging.encode(offset + limit)
         return out
 
+    @declare(
+        "listClaimedTasks",
+        "GET",
+        "/task-queues/<taskQueueId>/claimed",
+        title="List claimed Tasks",
+        scopes="queue:claimed-list:<taskQueueId>",
+        params=TQ_PARAM,
+        query=paging.PAGE_QUERY,
+    )
     async def list_claimed_tasks(self, call: Call) -> dict[str, Any]:
         task_queue_id = call.params["taskQueueId"]
         limit = paging.limit(call.query)
@@ -456,6 +409,15 @@ class WorkersApi:
 
     # --- workers --------------------------------------------------------------------------
 
+    @declare(
+        "listWorkers",
+        "GET",
+        f"{WT_PATH}/workers",
+        title="Get a list of all active workers of a workerType",
+        scopes="queue:list-workers:<provisionerId>/<workerType>",
+        params=QUEUE_PARAMS,
+        query=(*paging.PAGE_QUERY, "quarantined"),
+    )
     async def list_workers(self, call: Call) -> dict[str, Any]:
         task_queue_id = f"{call.params['provisionerId']}/{call.params['workerType']}"
         now = utcnow()
@@ -485,9 +447,26 @@ class WorkersApi:
             )
         return document
 
+    @declare(
+        "getWorker",
+        "GET",
+        WORKER_PATH,
+        title="Get a worker from worker-type",
+        scopes="queue:get-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
+        params=WORKER_PARAMS,
+    )
     async def get_worker(self, call: Call) -> dict[str, Any]:
         return _worker_out(await self._worker(call), utcnow())
 
+    @declare(
+        "quarantineWorker",
+        "PUT",
+        WORKER_PATH,
+        title="Quarantine a worker",
+        scopes="queue:quarantine-worker:<provisionerId>/<workerType>/<workerGroup>/<workerId>",
+        input=QuarantineRequest,
+        params=WORKER_PARAMS,
+    )
     async def quarantine_worker(self, call: Call) -> dict[str, Any]:
         document = await self._worker(call)
         body: QuarantineRequest = call.body
@@ -509,6 +488,24 @@ class WorkersApi:
         )
         return _worker_out(await self._worker(call), utcnow())
 
+    @declare(
+        "declareWorker",
+        "PUT",
+        f"{WT_PATH}/<workerGroup>/<workerId>",
+        title="Declare a worker",
+        scopes={
+            "AllOf": [
+                {
+                    "for": "property",
+                    "in": "properties",
+                    "each": DECLARE_SCOPE,
+                }
+            ]
+        },
+        input=DeclareWorkerRequest,
+        params=WORKER_PARAMS,
+        scopes_from_params=False,
+    )
     async def declare_worker(self, call: Call) -> dict[str, Any]:
         p = call.params
         properties = sorted(call.raw_payload) if isinstance(call.raw_payload, dict) else []
