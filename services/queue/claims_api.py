@@ -19,7 +19,7 @@ from services.queue.context import QueueContext
 from services.queue.tasks_api import RUN_PARAMS, status_body
 from shared import errors, logs, pending, transitions
 from shared.api import Call, declare
-from shared.models import TASK_QUEUE_ID_PATTERN, ExceptionReason, Identifier
+from shared.models import TASK_QUEUE_ID_PATTERN, ExceptionReason, Identifier, TaskStatusResponse
 from shared.timeutil import format_ts, utcnow
 from shared.transitions import TaskRecord
 
@@ -328,6 +328,7 @@ class ClaimsApi:
         title="Report Run Completed",
         scopes=RESOLVE_SCOPE,
         params=RUN_PARAMS,
+        output=TaskStatusResponse,
     )
     async def report_completed(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, "completed")
@@ -339,6 +340,7 @@ class ClaimsApi:
         title="Report Run Failed",
         scopes=RESOLVE_SCOPE,
         params=RUN_PARAMS,
+        output=TaskStatusResponse,
     )
     async def report_failed(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, "failed")
@@ -351,6 +353,7 @@ class ClaimsApi:
         scopes=RESOLVE_SCOPE,
         input=ReportExceptionRequest,
         params=RUN_PARAMS,
+        output=TaskStatusResponse,
     )
     async def report_exception(self, call: Call) -> dict[str, Any]:
         return await self._resolve(call, str(call.body.reason))

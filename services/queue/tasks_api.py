@@ -21,6 +21,7 @@ from shared.models import (
     Slugid,
     TaskDefinition,
     TaskInputError,
+    TaskStatusResponse,
     check_dates,
     check_dependency_limit,
     priorities_at_or_above,
@@ -77,7 +78,7 @@ class ChangePriorityRequest(BaseModel):
 
 
 def status_body(record: TaskRecord) -> dict[str, Any]:
-    return {"status": record.status.to_output()}
+    return {"status": record.status.to_output()}  # the shape of TaskStatusResponse
 
 
 def _task_params(record: TaskRecord) -> dict[str, Any]:
@@ -105,6 +106,7 @@ class TasksApi:
         title="Get Task Definition",
         scopes="queue:get-task:<taskId>",
         params=TASK_ID,
+        output=TaskDefinition,
     )
     async def task(self, call: Call) -> dict[str, Any]:
         loaded = await self.store.require(call.params["taskId"])
@@ -117,6 +119,7 @@ class TasksApi:
         title="Get task status",
         scopes="queue:status:<taskId>",
         params=TASK_ID,
+        output=TaskStatusResponse,
     )
     async def status(self, call: Call) -> dict[str, Any]:
         loaded = await self.store.require(call.params["taskId"], whole=False)
@@ -211,6 +214,7 @@ class TasksApi:
         input=TaskDefinition,
         params=TASK_ID,
         scopes_from_params=False,
+        output=TaskStatusResponse,
     )
     async def create_task(self, call: Call) -> dict[str, Any]:
         task_id = call.params["taskId"]
@@ -303,6 +307,7 @@ class TasksApi:
         title="Schedule Defined Task",
         scopes=_scheduler_scopes("schedule-task"),
         params=TASK_ID,
+        output=TaskStatusResponse,
     )
     async def schedule_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
@@ -318,6 +323,7 @@ class TasksApi:
         title="Rerun a Resolved Task",
         scopes=_scheduler_scopes("rerun-task"),
         params=TASK_ID,
+        output=TaskStatusResponse,
     )
     async def rerun_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
@@ -333,6 +339,7 @@ class TasksApi:
         title="Cancel Task",
         scopes=_scheduler_scopes("cancel-task"),
         params=TASK_ID,
+        output=TaskStatusResponse,
     )
     async def cancel_task(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)
@@ -354,6 +361,7 @@ class TasksApi:
         },
         input=ChangePriorityRequest,
         params=TASK_ID,
+        output=TaskStatusResponse,
     )
     async def change_task_priority(self, call: Call) -> dict[str, Any]:
         loaded = await self._authorized(call)

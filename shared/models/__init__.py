@@ -49,6 +49,7 @@ from shared.models.status import (
     RunState,
     TaskState,
     TaskStatus,
+    TaskStatusResponse,
     status_for,
 )
 from shared.models.task import (
@@ -106,6 +107,7 @@ __all__ = [
     "TaskQueueId",
     "TaskState",
     "TaskStatus",
+    "TaskStatusResponse",
     "Timestamp",
     "WireModel",
     "WorkerType",

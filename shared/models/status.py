@@ -169,6 +169,12 @@ class TaskStatus(WireModel):
         return output
 
 
+class TaskStatusResponse(WireModel):
+    """Upstream's `task-status-response.json`: what every status-changing call answers."""
+
+    status: TaskStatus
+
+
 def status_for(
     task_id: str,
     task: TaskDefinition,

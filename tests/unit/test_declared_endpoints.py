@@ -21,6 +21,7 @@ from services.queue.tasks_api import TasksApi
 from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
 from shared.api import Api, Call, Endpoint, declare, declared
+from shared.models import TaskDefinition, TaskStatusResponse
 from shared.monitoring import Monitoring
 
 # (the handler classes served under one prefix, upstream's client module)
@@ -34,6 +35,13 @@ SERVICES: dict[str, tuple[list[type], str]] = {
     "index": ([IndexApi], "index"),
     "purge-cache": ([PurgeCacheApi], "purgecache"),
     "object": ([ObjectApi], "object"),
+}
+
+
+# Our wire models and the upstream schema each stands for.
+OUTPUT_SCHEMAS = {
+    TaskDefinition: "v1/task.json#",
+    TaskStatusResponse: "v1/task-status-response.json#",
 }
 
 
@@ -69,7 +77,17 @@ def test_declarations_match_upstreams_reference(service: str) -> None:
         assert set(endpoint.query) == set(upstream.get("query", [])), endpoint.name
         if "input" in upstream:
             assert endpoint.input is not None, f"{endpoint.name} takes no input model"
+        if endpoint.output is not None:  # a modelled answer names upstream's schema
+            assert upstream.get("output") == OUTPUT_SCHEMAS[endpoint.output], endpoint.name
     assert checked >= 5
+
+
+def test_every_call_answering_a_task_status_declares_it() -> None:
+    reference = upstream_reference("queue")
+    declared_outputs = {e.name: e.output for e in endpoints_of("queue")}
+    for name, info in reference.items():
+        if info.get("output") in OUTPUT_SCHEMAS.values():
+            assert OUTPUT_SCHEMAS.get(declared_outputs[name]) == info["output"], name
 
 
 def test_the_queue_serves_every_method_of_upstreams_queue() -> None:
