@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     def _old_store_name(cls, value: str) -> str:
         return "mongodb" if value == "gridfs" else value
 
-    # The largest artifact the embedded store accepts (bytes): a declared contentLength
-    # above it is refused at createArtifact, an upload growing past it is cut off.
+    # The largest artifact (bytes): a declared contentLength above it is refused at
+    # createArtifact (any store); an upload to the embedded store growing past it is cut
+    # off (S3 bounds an undeclared one only by its own 5 GB).
     artifact_max_bytes: int = Field(5 * 1024**3, ge=1, validation_alias=_env("ARTIFACT_MAX_BYTES"))
     # Public base URL of the gridfs store's signed artifact URLs (a queue replica or the
     # load balancer in front of them); None means root_url.

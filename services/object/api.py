@@ -132,7 +132,16 @@ class ObjectApi:
             raise errors.ResourceNotFound(f"Object {name} not found; call createUpload first")
         finished = rules.check_finish(record, request)
         if finished is not record:  # not a repeat of a finished upload
-            rules.check_uploaded_length(record, await self.bytes.stat(rules.store_key(name)))
+            key = rules.store_key(name)
+            stored_length = await self.bytes.stat(key)
+            try:
+                rules.check_uploaded_length(record, stored_length)
+            except errors.InputError:
+                # Bytes of another length than declared (an S3 that ignores the signed
+                # length let them through) are dropped: only a correct upload finishes.
+                if stored_length is not None:
+                    await self.bytes.delete([key])
+                raise
             await self.records.update(record, finished)
         return {}
 

@@ -57,8 +57,13 @@ class S3Store:
     def upload_url(
         self, key: str, *, content_type: str, expires: datetime, length: int | None = None
     ) -> str:
-        # The declared length is not signed into S3 URLs: S3 bounds a PUT itself (5 GB).
-        params = {"Bucket": self._bucket, "Key": key, "ContentType": content_type}
+        # A declared length is signed in (Content-Length becomes a signed header), so S3
+        # refuses a PUT of any other length; without one, S3's own 5 GB bounds a PUT.
+        # Emulators may not check presigned signatures (moto does not); for object
+        # artifacts the object service's finishUpload checks the stored length again.
+        params: dict[str, Any] = {"Bucket": self._bucket, "Key": key, "ContentType": content_type}
+        if length is not None:
+            params["ContentLength"] = length
         return self._presign("put_object", params, expires)
 
     def download_url(self, key: str, *, expires: datetime) -> str:
@@ -95,7 +100,7 @@ class S3Store:
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
 
-    def _presign(self, operation: str, params: dict[str, str], expires: datetime) -> str:
+    def _presign(self, operation: str, params: dict[str, Any], expires: datetime) -> str:
         seconds = int(expires.timestamp() - time.time())
         return self._client.generate_presigned_url(
             operation, Params=params, ExpiresIn=min(max(seconds, 1), _MAX_EXPIRY_S)

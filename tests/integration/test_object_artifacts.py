@@ -365,6 +365,42 @@ def test_queue_object_artifacts_refuse_bad_finishes(deployment: Deployment) -> N
     )
 
 
+def test_an_upload_of_another_length_cannot_be_finished(deployment: Deployment) -> None:
+    """The embedded store refuses such a PUT; S3 would too (the length is signed into its
+    URL), but moto does not check presigned signatures and stores it, so finishUpload must
+    refuse it: the artifact stays unfinished, and a correct upload still finishes it."""
+    service = deployment.service
+    task_id, worker = running_run(service)
+    data = os.urandom(10_000)
+    created = create_object_artifact(worker, task_id, "public/a", data)
+    objects = taskcluster.Object(options(service, created["credentials"]))
+    common = {"projectId": created["projectId"], "uploadId": created["uploadId"]}
+    method = {"putUrl": {"contentType": "application/octet-stream", "contentLength": len(data)}}
+    answer = objects.createUpload(
+        created["name"], {**common, "expires": created["expires"], "proposedUploadMethods": method}
+    )
+    put = answer["uploadMethod"]["putUrl"]
+    content_type = {"Content-Type": put["headers"]["Content-Type"]}
+    queue, finish = root_queue(service), {"uploadId": created["uploadId"]}
+    for wrong in (data + b"!", data[:-1]):
+        requests.put(put["url"], data=wrong, headers=content_type, timeout=30)
+        refused = rest_error(objects.finishUpload, created["name"], common)
+        assert (refused.status_code, refused.body["code"]) == (400, "InputError")
+        # the wrong bytes are gone: finishing again finds nothing uploaded
+        again = rest_error(objects.finishUpload, created["name"], common)
+        assert "No data was uploaded" in again.body["message"]
+        refused = rest_error(worker.finishArtifact, task_id, "0", "public/a", finish)
+        assert (refused.status_code, refused.body["code"]) == (400, "InputError")
+        assert rest_error(queue.artifactInfo, task_id, "0", "public/a").status_code == 404
+        assert rest_error(queue.getArtifact, task_id, "0", "public/a").status_code == 404
+    response = requests.put(put["url"], data=data, headers=put["headers"], timeout=30)
+    assert response.status_code == 200, response.text
+    objects.finishUpload(created["name"], common)
+    worker.finishArtifact(task_id, "0", "public/a", finish)
+    assert queue.artifactInfo(task_id, "0", "public/a")["contentLength"] == len(data)
+    assert requests.get(queue.getArtifact(task_id, "0", "public/a")["url"]).content == data
+
+
 def test_object_scopes_are_enforced(deployment: Deployment) -> None:
     service = deployment.service
     task_id, worker = running_run(service)
