@@ -1,9 +1,12 @@
 """RabbitMQ restarted in the middle of a run: no pending task and no event is lost.
 
-Pending runs and events live in RabbitMQ (durable queues, persistent messages published
-with confirms, through the task outbox). The broker is stopped and started again while a
-graph is being worked off; every task still completes exactly once and a durable
-subscriber hears every completion."""
+Pending runs and events live only in RabbitMQ (durable queues, persistent messages
+published with confirms, through the task outbox); nothing re-publishes a pending run
+from MongoDB. So the whole node is stopped (its Erlang VM too, as a host restart does:
+transient queues and messages go with it) and started again as `deploy/local` starts it,
+while known runs wait in the pending queue, known completions wait in a durable
+subscriber's queue and one run is claimed. After it every pending run is still there,
+every task completes exactly once and the subscriber hears every completion."""
 
 from __future__ import annotations
 
@@ -13,8 +16,8 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import pytest
@@ -32,8 +35,12 @@ from tests.conftest import (
 )
 from tests.integration.queue_support import new_task_queue_id, root_queue, task_definition
 
+# A node restart may spend up to 300 s recovering durable queues (deploy/local waits that).
+pytestmark = pytest.mark.timeout(600)
+
 ROOTS = 12
 TRANSIENT = (TaskclusterRestFailure, TaskclusterConnectionError)
+START_RABBITMQ = Path(__file__).resolve().parents[2] / "deploy" / "local" / "rabbitmq.sh"
 
 
 @pytest.fixture
@@ -63,12 +70,29 @@ def _retrying(call, *args):  # type: ignore[no-untyped-def]
             time.sleep(0.5)
 
 
+def _node_pid() -> int:
+    """The OS process of the running RabbitMQ node (its Erlang VM)."""
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "eval", "os:getpid()."],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return int(out.strip().strip('"'))
+
+
 def _restart_rabbitmq() -> None:
-    subprocess.run(["rabbitmqctl", "-q", "stop_app"], check=True, timeout=120)
-    subprocess.run(["rabbitmqctl", "-q", "start_app"], check=True, timeout=120)
-    subprocess.run(
-        ["rabbitmq-diagnostics", "-q", "check_port_connectivity"], check=True, timeout=120
-    )
+    """Stop the node and its Erlang VM (not just the app: `stop_app` keeps the VM), then
+    start it the way deploy/local does (raised open-files limit, waits for the port).
+    Whatever happens, the broker is started again: other tests share it."""
+    before = _node_pid()
+    try:
+        # waits until the VM has exited
+        subprocess.run(["rabbitmqctl", "-q", "shutdown"], check=True, timeout=120)
+    finally:
+        subprocess.run([str(START_RABBITMQ), "start"], check=True, timeout=330)
+    assert _node_pid() != before, "RabbitMQ was not restarted (same node process)"
 
 
 async def _subscribe(settings: Settings, name: str, route: str) -> None:
@@ -78,6 +102,16 @@ async def _subscribe(settings: Settings, name: str, route: str) -> None:
         queue = await channel.declare_queue(name, durable=True, arguments={"x-expires": 600_000})
         exchange = await channel.get_exchange(f"{settings.exchange_prefix}task-completed")
         await queue.bind(exchange, routing_key=f"route.{route}")
+
+
+async def _waiting(settings: Settings, name: str) -> int:
+    """Messages waiting in the subscriber's queue (read, not taken)."""
+    connection = await aio_pika.connect(settings.amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(name, passive=True)
+        result = queue.declaration_result
+        return int(result.message_count or 0) if result is not None else 0
 
 
 async def _drain(settings: Settings, name: str) -> set[str]:
@@ -107,28 +141,58 @@ def test_a_rabbitmq_restart_mid_run_loses_no_pending_task_and_no_event(
     everything = set(roots) | set(dependents)
     completed: list[str] = []
 
-    def work_one() -> bool:
-        claims = _retrying(queue.claimWork, tq, {"workerGroup": "wg", "workerId": "w", "tasks": 1})[
-            "tasks"
-        ]
-        for claim in claims:
-            worker = taskcluster.Queue(
-                {**own_platform.queue.client_options(), "credentials": claim["credentials"]}
-            )
-            _retrying(worker.reportCompleted, claim["status"]["taskId"], str(claim["runId"]))
-            completed.append(claim["status"]["taskId"])
-        return bool(claims)
+    def claim() -> list[dict[str, Any]]:
+        request = {"workerGroup": "wg", "workerId": "w", "tasks": 1}
+        return list(_retrying(queue.claimWork, tq, request)["tasks"])
 
-    while len(completed) < ROOTS // 2:  # half the roots done before the restart
-        work_one()
-    give_up = time.monotonic() + 300
-    with ThreadPoolExecutor(1) as pool:
-        restart = pool.submit(_restart_rabbitmq)
-        while not restart.done() or len(completed) < len(everything):
-            work_one()
-            if time.monotonic() > give_up:
-                pytest.fail(f"only {len(completed)} of {len(everything)} completed")
-        restart.result()
+    def complete(claim: dict[str, Any]) -> None:
+        worker = taskcluster.Queue(
+            {**own_platform.queue.client_options(), "credentials": claim["credentials"]}
+        )
+        _retrying(worker.reportCompleted, claim["status"]["taskId"], str(claim["runId"]))
+        completed.append(claim["status"]["taskId"])
+
+    # Before the restart: half the roots done (their dependents released), one more
+    # claimed and still running, nobody claiming.
+    while len(completed) < ROOTS // 2:
+        for claimed in claim():
+            complete(claimed)
+    (running,) = claim()
+    released = set(roots) | {d for r, d in zip(roots, dependents, strict=True) if r in completed}
+    waiting = len(released - set(completed) - {running["status"]["taskId"]})
+
+    async def pending_in_rabbitmq() -> int | None:
+        count = int(queue.pendingTasks(tq)["pendingTasks"])
+        return count if count == waiting else None
+
+    async def completions_in_subscriber_queue() -> int | None:
+        count = await _waiting(settings, subscription)
+        return count if count == ROOTS // 2 else None
+
+    asyncio.run(poll_until(pending_in_rabbitmq, timeout_s=60, what=f"{waiting} pending runs"))
+    asyncio.run(
+        poll_until(
+            completions_in_subscriber_queue,
+            timeout_s=60,
+            what=f"{ROOTS // 2} completions in the subscriber's queue",
+        )
+    )
+
+    _restart_rabbitmq()
+
+    pending_after = int(_retrying(queue.pendingTasks, tq)["pendingTasks"])
+    assert pending_after == waiting, f"pending: {waiting} before the restart, {pending_after} after"
+    events_after = asyncio.run(_waiting(settings, subscription))
+    assert events_after == ROOTS // 2, (
+        f"completions waiting for the subscriber: {ROOTS // 2} before the restart, "
+        f"{events_after} after"
+    )
+
+    # After it: the claimed run is reported, everything else is claimed and completed.
+    complete(running)
+    while len(completed) < len(everything):
+        for claimed in claim():
+            complete(claimed)
     assert sorted(completed) == sorted(everything)  # each exactly once
     for task_id in everything:
         runs = queue.status(task_id)["status"]["runs"]
