@@ -34,6 +34,11 @@ class BrokerError(Exception):
     retryable = True
 
 
+class Unroutable(BrokerError):
+    """The broker returned a mandatory message: no queue matched its routing key (the
+    queue it was meant for was deleted, by `x-expires` or by hand)."""
+
+
 # What a publish raises while the broker is unreachable (a closed connection or channel,
 # while the robust connection reconnects, raises ChannelInvalidStateError).
 PUBLISH_FAILURES = (
@@ -103,11 +108,20 @@ class Broker:
 
     async def publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
         """Publish straight to a declared queue (the default exchange) and wait for the
-        broker's confirm."""
+        broker's confirm. Mandatory: a queue that no longer exists raises Unroutable (the
+        broker returns the message before confirming it) instead of dropping it unseen.
+        aiormq matches a returned message to its publish by `message_id`, so messages
+        published at once on this channel must have distinct ones."""
         try:
-            confirmation = await self._channel.default_exchange.publish(message, routing_key=queue)
+            confirmation = await self._channel.default_exchange.publish(
+                message, routing_key=queue, mandatory=True
+            )
+        except aiormq.exceptions.PublishError as exc:  # a channel with on_return_raises
+            raise Unroutable(f"no queue {queue}: the broker returned the message") from exc
         except PUBLISH_FAILURES as exc:
             raise BrokerError(f"publish to queue {queue} failed: {exc}") from exc
+        if isinstance(confirmation, aiormq.abc.DeliveredMessage):
+            raise Unroutable(f"no queue {queue}: the broker returned the message")
         if not isinstance(confirmation, Basic.Ack):
             raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")
 

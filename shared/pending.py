@@ -19,13 +19,24 @@ deadline is visible in the message itself). Counts must not include stale messag
 those rare paths add one to a per-queue correction in MongoDB, and a claimer that skips
 one takes it off again: `count` = ready messages - corrections. The hot path (create,
 claimWork, report) never touches the correction.
+
+Publishing is mandatory: if the queue was deleted since this process declared it (its
+`x-expires` ran out, an operator deleted it), RabbitMQ returns the message instead of
+confirming a drop, and `publish` declares the queue again and publishes again.
+
+A message lost all the same (a broker's disk lost, a queue deleted with its messages)
+leaves its run pending in MongoDB with nothing in RabbitMQ to hand it out. `rebuild` is
+the operator's repair (`flotilla pending rebuild`): it republishes one task queue's
+pending runs from MongoDB and makes its count exact again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,8 +46,9 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict
 
-from shared.broker import PUBLISH_FAILURES, Broker, BrokerError
+from shared.broker import PUBLISH_FAILURES, Broker, BrokerError, Unroutable
 from shared.db import Database
+from shared.models import RunState
 from shared.routing import pending_queue
 from shared.timeutil import utcnow
 
@@ -44,6 +56,8 @@ log = logging.getLogger(__name__)
 
 PRIORITY_LEVELS = 7  # upstream's lowest (1) .. highest (7)
 CORRECTIONS = "pending_corrections"  # per task queue: stale messages still in RabbitMQ
+TASKS = "tasks"
+PUBLISH_ATTEMPTS = 3  # declares again after a return; then the outbox relay retries
 
 
 class PendingRun(BaseModel):
@@ -91,7 +105,9 @@ def encode(run: PendingRun) -> aio_pika.Message:
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         priority=run.priority,
         content_type="application/json",
-        message_id=f"{run.taskId}/{run.runId}",
+        # Unique per publish: a returned message finds its publish by this id, and one run
+        # may be published twice at once (a rebuild beside the outbox).
+        message_id=f"{run.taskId}/{run.runId}/{secrets.token_hex(4)}",
     )
 
 
@@ -134,13 +150,26 @@ class PendingQueues:
     # --- adding -----------------------------------------------------------------------------
 
     async def publish(self, run: PendingRun) -> None:
-        """Queue the run (persistent, confirmed). The queue is declared on first use."""
+        """Queue the run (persistent, confirmed). The queue is declared on first use, and
+        again if it was deleted since (RabbitMQ returns the message rather than dropping
+        it). Raises BrokerError if it still cannot be routed: the outbox keeps the effect
+        and its relay tries again."""
         broker = self._broker()
         name = self.name(run.taskQueueId)
-        if name not in self._declared:
-            await self._declare(broker.channel, name)
-            self._declared.add(name)
-        await broker.publish_to_queue(name, encode(run))
+        for _ in range(PUBLISH_ATTEMPTS):
+            if name not in self._declared:
+                await self._declare(broker.channel, name)
+                self._declared.add(name)
+            try:
+                await broker.publish_to_queue(name, encode(run))
+                return
+            except Unroutable:
+                self._declared.discard(name)
+                log.warning(
+                    "pending queue was gone; declaring it again",
+                    extra={"taskQueueId": run.taskQueueId, "taskId": run.taskId, "runId": run.runId},
+                )
+        raise BrokerError(f"pending queue {name} disappeared {PUBLISH_ATTEMPTS} times in a row")
 
     # --- taking -----------------------------------------------------------------------------
 
@@ -152,7 +181,9 @@ class PendingQueues:
 
     async def take(self, task_queue_id: str) -> Delivery | None:
         """The best message of the queue, unacknowledged, or None if it is empty.
-        Undecodable messages (never written by Flotilla) are dropped with a log line."""
+        Undecodable messages (never written by Flotilla) are dropped with a log line.
+        A queue deleted since this channel declared it is declared again (once)."""
+        redeclared = False
         while True:
             try:
                 channel = await self._claim_channel()
@@ -161,6 +192,12 @@ class PendingQueues:
                     queue = await self._declare(channel, self.name(task_queue_id))
                     self._queues[task_queue_id] = queue
                 message = await queue.get(no_ack=False, fail=False)
+            except aiormq.exceptions.ChannelNotFoundEntity as exc:
+                self._channel = None  # the broker closed it; the next one declares anew
+                if redeclared:
+                    raise BrokerError(f"cannot take from the pending queue: {exc}") from exc
+                redeclared = True
+                continue
             except (*PUBLISH_FAILURES, aio_pika.exceptions.AMQPException) as exc:
                 self._channel = None
                 raise BrokerError(f"cannot take from the pending queue: {exc}") from exc
