@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cli import artifacts, listen, logs, submit, tasks, watch, workers
+from cli import artifacts, listen, logs, pending, submit, tasks, watch, workers
 from cli.args import build_parser
 from cli.config import CliConfig, config_from
 from cli.envfile import load_environment
@@ -32,6 +32,8 @@ async def run(args: argparse.Namespace, config: CliConfig, out: Output) -> int:
             routes=args.routes,
             count=args.count,
         )
+    if args.command == "pending":
+        return await pending.rebuild(config, out, args.task_queue_ids)
     async with open_clients(config) as clients:
         if args.command == "pools":
             return await workers.list_pools(clients, out)

@@ -104,6 +104,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen.add_argument("--count", type=_positive, help="exit after this many events")
 
+    pending = commands.add_parser(
+        "pending", help="repair pending queues (an operator's tool)", parents=[common]
+    )
+    pending_commands = pending.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rebuild = pending_commands.add_parser(
+        "rebuild",
+        help="republish the runs MongoDB says are pending (messages lost in RabbitMQ)",
+        description="Purge each task queue's pending queue in RabbitMQ and publish again "
+        "every run the database says is pending, best first; then make pendingTasks exact. "
+        "Reads FLOTILLA_MONGO_URL, FLOTILLA_MONGO_DB, FLOTILLA_AMQP_URL and "
+        "FLOTILLA_PENDING_QUEUE_EXPIRES as the services do.",
+        parents=[common],
+    )
+    rebuild.add_argument("task_queue_ids", nargs="+", metavar="TASK_QUEUE")
+
     workers = commands.add_parser(
         "workers", help="task queues, or the workers of one", parents=[common]
     )

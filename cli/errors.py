@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import aiohttp
+import pymongo.errors
 from taskcluster.exceptions import (
     TaskclusterAuthFailure,
     TaskclusterConnectionError,
@@ -94,6 +96,11 @@ def translate(exc: BaseException) -> CliError | None:
         return CliError(first_line(str(exc)))
     if isinstance(exc, BrokerError):
         return CliError(f"{first_line(str(exc))}; is FLOTILLA_AMQP_URL right?")
+    if isinstance(exc, pymongo.errors.ConnectionFailure):
+        cause = re.split(r" \(configured timeouts|, Timeout: ", first_line(str(exc)))[0]
+        return CliError(f"cannot reach MongoDB ({cause}); is FLOTILLA_MONGO_URL right?")
+    if isinstance(exc, pymongo.errors.PyMongoError):
+        return CliError(f"MongoDB: {first_line(str(exc))}")
     if isinstance(exc, aiohttp.ClientResponseError):
         return CliError(f"HTTP {exc.status} from {exc.request_info.real_url}: {exc.message}")
     if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
