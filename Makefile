@@ -73,11 +73,11 @@ unit: venv ## only the unit tests (no servers needed)
 	@$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv ## ruff: lint and formatting check
-	@$(VPY) -m ruff check services shared tests bench cli
-	@$(VPY) -m ruff format --check services shared tests bench cli
+	@$(VPY) -m ruff check services shared tests bench cli flotilla_worker examples deploy
+	@$(VPY) -m ruff format --check services shared tests bench cli flotilla_worker examples deploy
 
 format: venv ## ruff: fix formatting
-	@$(VPY) -m ruff format services shared tests bench cli
+	@$(VPY) -m ruff format services shared tests bench cli flotilla_worker examples deploy
 
 # Container images, one per service (deploy/images/): FROM BASE_IMAGE (python:3.11-slim)
 # when it can be pulled, else FROM flotilla/python-base:bookworm made here with debootstrap.
