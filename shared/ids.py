@@ -21,9 +21,3 @@ def slugid() -> str:
 
 def is_slugid(value: object) -> bool:
     return isinstance(value, str) and _SLUGID_RE.match(value) is not None
-
-
-def slugid_to_uuid(value: str) -> uuid.UUID:
-    if not is_slugid(value):
-        raise ValueError(f"{value!r} is not a v4 slugid")
-    return uuid.UUID(bytes=base64.urlsafe_b64decode(value + "=="))
