@@ -30,6 +30,8 @@ from bench.bench_queue import (
     session_for,
     summary_ms,
 )
+from flotilla_worker.context import Timeline
+from flotilla_worker.run import TaskRun
 from services.docker_worker.app import open_worker
 from services.docker_worker.config import build_config
 
@@ -89,16 +91,23 @@ async def worker_round(service: Any, capacity: int, tasks: int, work: Path) -> d
                 "work_root": str(work / "work"),
             }
         )
+        runs: list[Timeline] = []
+        all_resolved = asyncio.Event()
+
+        def finished(run: TaskRun) -> None:
+            runs.append(run.timeline)
+            if sum(1 for t in runs if t.resolved) >= tasks:
+                all_resolved.set()
+
         async with open_worker(config) as worker:
+            worker.on_finished.append(finished)
             started = time.monotonic()
             loop = asyncio.create_task(worker.run())
-            while len([r for r in worker.finished if r.timeline.resolved]) < tasks:  # noqa: ASYNC110
-                await asyncio.sleep(0.02)
+            await all_resolved.wait()
             elapsed = time.monotonic() - started
             worker.stop()
             await loop
         states = [(await queue.status(t))["status"]["state"] for t in ids]
-    runs = [r.timeline for r in worker.finished]
     to_start = [t.started - t.claimed for t in runs if t.started]
     to_resolve = [t.resolved - t.finished for t in runs if t.finished and t.resolved]
     return {

@@ -25,6 +25,20 @@ from shared import commandstats
 # Services write every FLUSH_S; waiting a few flushes makes a snapshot whole.
 SETTLE_S = commandstats.FLUSH_S * 3
 
+# How the counts are summed in reports: writes change documents, reads fetch them; the
+# rest (index creation, handshakes, server status, session ends) is "other".
+WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
+READS = frozenset({"find", "getMore", "aggregate", "count", "distinct"})
+
+
+def kind(command_name: str) -> str:
+    if command_name in WRITES:
+        return "writes"
+    if command_name in READS:
+        return "reads"
+    return "other"
+
+
 Snapshot = dict[int, dict[str, Any]]  # pid -> the process's file
 
 
@@ -73,7 +87,7 @@ def per_task(by_process: Mapping[str, Any], tasks: int) -> dict[str, Any]:
         amqp.update(counts.get("amqp", {}))
     kinds: Counter[str] = Counter()
     for name, n in commands.items():
-        kinds[commandstats.kind(name)] += n
+        kinds[kind(name)] += n
 
     def rate(n: float) -> float:
         return round(n / tasks, 2)

@@ -1,5 +1,7 @@
 """`flotilla group watch GROUPID`: a live table of a task group, refreshed by the queue's
-events (a private binding on the group) with a periodic listing as the safety net."""
+events (a private binding on the group) with a periodic listing as the safety net. Once
+bound and listed it says so on stderr ("watching GROUPID (live, ...)"): no change after
+that line is missed."""
 
 from __future__ import annotations
 
@@ -143,6 +145,8 @@ async def watch_group(
     state = GroupState()
     async with optional_subscription(config, out, task_group_id, poll_s) as subscription:
         state.apply_listing(await list_group(clients, task_group_id))  # after binding
+        if subscription is not None:  # from here on, every change reaches the watch
+            out.note(f"watching {task_group_id} (live, and listing every {poll_s:g} s)")
         listed_at = loop.time()
         with _display(out, state, task_group_id) as show:
             while not state.finished():

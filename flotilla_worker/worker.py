@@ -36,6 +36,15 @@ MAX_TASKS_PER_CLAIM = 32
 
 
 class Worker:
+    """The claim loop of one worker. Hooks, set before `run()`:
+
+    - `on_start` / `on_stop`: awaited when the loop starts, and after it stopped and every
+      run ended.
+    - `on_finished`: observers called with each `TaskRun` once it ended (its report made,
+      its clean-ups done: `report`, `ids` and `timeline` are final). Plain callables, on
+      the event loop; one that raises is logged and the worker carries on.
+    """
+
     def __init__(self, deps: RunDeps, manager: Any = None) -> None:
         self.deps = deps
         self.settings = deps.settings
@@ -44,11 +53,11 @@ class Worker:
         self._stopping = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self.runs: dict[asyncio.Task[Any], TaskRun] = {}
-        self.finished: list[TaskRun] = []  # the last 1000, for benchmarks
         self._idle_since = time.monotonic()
         self._next_terminate_check = time.monotonic() + deps.settings.terminate_check_interval_s
         self.on_start: Callable[[], Awaitable[None]] | None = None
         self.on_stop: Callable[[], Awaitable[None]] | None = None
+        self.on_finished: list[Callable[[TaskRun], None]] = []
 
     def stop(self) -> None:
         if not self._stopping.is_set():
@@ -138,12 +147,16 @@ class Worker:
 
     def _run_done(self, task: asyncio.Task[Any]) -> None:
         run = self.runs.pop(task)
-        self.finished = [*self.finished[-999:], run]
         if not task.cancelled() and task.exception() is not None:
             log.error("run crashed", extra=run.ids, exc_info=task.exception())
         if not self.runs:
             self._idle_since = time.monotonic()
         self._slot_freed.set()
+        for observer in self.on_finished:
+            try:
+                observer(run)
+            except Exception:
+                log.exception("an on_finished observer failed", extra=run.ids)
 
     async def _shutdown(self) -> None:
         for run in self.runs.values():

@@ -30,19 +30,6 @@ from pymongo import monitoring
 
 FLUSH_S = 0.5
 
-# How the counts are summed in reports: writes change documents, reads fetch them; the
-# rest (index creation, handshakes, server status, session ends) is "other".
-WRITES = frozenset({"insert", "update", "delete", "findAndModify"})
-READS = frozenset({"find", "getMore", "aggregate", "count", "distinct"})
-
-
-def kind(command_name: str) -> str:
-    if command_name in WRITES:
-        return "writes"
-    if command_name in READS:
-        return "reads"
-    return "other"
-
 
 class CommandCounter(monitoring.CommandListener):
     """Counts every command a client sends by name (failed ones also in `failures`)."""

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import re
 import uuid
 
 # Upstream's URL-parameter pattern: 22 chars whose bits spell a v4 UUID (version nibble 4,
 # RFC 4122 variant). A 22-char id that is not v4 is rejected.
 SLUGID_PATTERN = r"^[A-Za-z0-9_-]{8}[Q-T][A-Za-z0-9_-][CGKOSWaeimquy26-][A-Za-z0-9_-]{10}[AQgw]$"
-_SLUGID_RE = re.compile(SLUGID_PATTERN)
 
 
 def slugid() -> str:
@@ -17,13 +15,3 @@ def slugid() -> str:
     raw = bytearray(uuid.uuid4().bytes)
     raw[0] &= 0x7F  # upstream's "nice" slugids clear the top bit so the id never starts with '-'
     return base64.urlsafe_b64encode(bytes(raw)).decode("ascii")[:22]
-
-
-def is_slugid(value: object) -> bool:
-    return isinstance(value, str) and _SLUGID_RE.match(value) is not None
-
-
-def slugid_to_uuid(value: str) -> uuid.UUID:
-    if not is_slugid(value):
-        raise ValueError(f"{value!r} is not a v4 slugid")
-    return uuid.UUID(bytes=base64.urlsafe_b64decode(value + "=="))

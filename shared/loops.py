@@ -12,18 +12,13 @@ pass put in its summary dict, how long it took, whether it failed).
         async with budget.attempt() as summary:
             summary["expired"] = await reap()
         await asyncio.sleep(...)
-
-Wrapping a loop written elsewhere whose body retries on its own:
-
-    await run_passes("outbox relay", one_pass, interval_s=30)
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -115,21 +110,3 @@ class FailureBudget:
             "durationMs": round(duration_s * 1000, 1),
             **summary,
         }
-
-
-async def run_passes(
-    name: str,
-    one_pass: Callable[[], Awaitable[dict[str, Any] | None]],
-    *,
-    interval_s: float,
-    first_s: float | None = None,
-    budget: FailureBudget | None = None,
-) -> None:
-    """Run `one_pass` every `interval_s` (first after `first_s`) under a failure budget;
-    whatever dict it returns is its summary line."""
-    budget = budget or FailureBudget(name)
-    await asyncio.sleep(interval_s if first_s is None else first_s)
-    while True:
-        async with budget.attempt() as summary:
-            summary.update(await one_pass() or {})
-        await asyncio.sleep(interval_s)

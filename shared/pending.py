@@ -79,10 +79,6 @@ class Delivery:
     run: PendingRun
     message: AbstractIncomingMessage
 
-    @property
-    def redelivered(self) -> bool:
-        return bool(self.message.redelivered)
-
     async def ack(self) -> None:
         """Done with it (claimed, or stale). If the channel died meanwhile RabbitMQ hands
         the message out again, and the next claimer skips it: harmless."""

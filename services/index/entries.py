@@ -67,11 +67,6 @@ def namespace_expiry(entry_expires: datetime) -> datetime:
     return datetime.combine(day, time(0), tzinfo=to_utc(entry_expires).tzinfo)
 
 
-def replaces(existing_rank: float, new_rank: float) -> bool:
-    """Upstream's rule: an equal or higher rank replaces the entry; a lower one is ignored."""
-    return existing_rank <= new_rank
-
-
 def is_live(expires: datetime, now: datetime) -> bool:
     return to_utc(expires) > to_utc(now)
 

@@ -14,6 +14,11 @@ no launches, no retirement; their workers come and go through the API.
 Ticks run every `interval_s`, and at once when a task-pending event arrives for any
 queue (a private auto-deleted RabbitMQ queue) or a worker process exits. Resolution
 events feed the per-pool drain rate the estimator's closed-loop guard uses.
+
+Every pass (a standby's lease check too) logs one summary line, "provisioner pass": the
+role, and for the active replica how many pools it went through, workers it launched and
+retired, and running workers whose queue activity it checked. The loop runs under a
+failure budget (shared.loops): a pass that keeps failing ends the process.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,6 +47,7 @@ from services.provisioner.store import (
     PoolStats,
     PoolStore,
 )
+from shared.loops import FailureBudget
 from shared.timeutil import parse_ts, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,6 +96,8 @@ class Provisioner:
         self._wake = asyncio.Event()
         self._resolved: dict[str, deque[float]] = defaultdict(deque)
         self._background: set[asyncio.Task[None]] = set()
+        # Passes are few (one per interval) and say what was decided: every one is logged.
+        self.budget = FailureBudget("provisioner", quiet_when_idle=False)
 
     # --- inputs ---------------------------------------------------------------------------
 
@@ -116,15 +124,8 @@ class Provisioner:
         try:
             while True:
                 self._wake.clear()  # an event during this tick makes the next one at once
-                was_leader = self.leader
-                self.leader = await self.store.hold_lease(self.instance_id, utcnow(), self.lease_s)
-                if self.leader != was_leader:
-                    log.info(
-                        "provisioner active" if self.leader else "provisioner on standby",
-                        extra={"instance": self.instance_id},
-                    )
-                if self.leader:
-                    await self.tick()
+                async with self.budget.attempt() as summary:
+                    summary.update(await self.one_pass())
                 # Renew well before the lease lapses; a standby checks as often.
                 wait = min(self.interval_s, self.lease_s / 3)
                 with contextlib.suppress(TimeoutError):
@@ -133,19 +134,42 @@ class Provisioner:
             if self.leader:
                 await asyncio.shield(self.store.release_lease(self.instance_id))
 
-    async def tick(self) -> None:
-        for document in await self.store.list_pools():
-            try:
-                await self.reconcile(document)
-            except Exception:
-                log.exception("provisioning a pool failed", extra={"workerPoolId": document["_id"]})
+    async def one_pass(self) -> dict[str, Any]:
+        """Hold (or try to take) the lease; the holder ticks. Returns the pass summary."""
+        was_leader = self.leader
+        self.leader = await self.store.hold_lease(self.instance_id, utcnow(), self.lease_s)
+        if self.leader != was_leader:
+            log.info(
+                "provisioner active" if self.leader else "provisioner on standby",
+                extra={"instance": self.instance_id},
+            )
+        if not self.leader:
+            return {"leader": False}
+        return {"leader": True, **await self.tick()}
 
-    async def reconcile(self, document: Mapping[str, Any]) -> None:
+    async def tick(self) -> dict[str, int]:
+        """Every pool once; what was done, summed over the pools."""
+        done: Counter[str] = Counter()
+        pools = await self.store.list_pools()
+        for document in pools:
+            try:
+                await self.reconcile(document, done)
+            except Exception:
+                done["failedPools"] += 1
+                log.exception("provisioning a pool failed", extra={"workerPoolId": document["_id"]})
+        return {
+            "pools": len(pools),
+            **{key: done[key] for key in ("launched", "retired", "activityChecked", "failedPools")},
+        }
+
+    async def reconcile(self, document: Mapping[str, Any], done: Counter[str]) -> None:
+        """One pool: retire, estimate, launch; counts what it did into `done`."""
         pool_id = document["_id"]
         pool = Pool(pool_id, document["providerId"], PoolConfig.model_validate(document["config"]))
         now = utcnow()
         live = await self.store.workers_of(pool_id, LIVE_STATES)
-        retired = await self._retire_gone(pool, live, now)
+        retired = await self._retire_gone(pool, live, now, done)
+        done["retired"] += len(retired)
         await self.store.forget_stopped(pool_id, now)
         live = [w for w in live if w["_id"] not in retired]
         provider = self.providers.get(pool.provider_id)
@@ -178,9 +202,12 @@ class Provisioner:
                 extra={"workerPoolId": pool_id, "workers": result.workers, **vars(load)},
             )
         for _ in range(result.workers):
-            await self.launch(pool, provider)
+            if await self.launch(pool, provider):
+                done["launched"] += 1
 
-    async def _retire_gone(self, pool: Pool, live: list[dict[str, Any]], now: datetime) -> set[str]:
+    async def _retire_gone(
+        self, pool: Pool, live: list[dict[str, Any]], now: datetime, done: Counter[str]
+    ) -> set[str]:
         by_provider: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for worker in live:
             by_provider[worker["providerId"]].append(worker)
@@ -197,7 +224,7 @@ class Provisioner:
                 elif reason := lifecycle_reason(worker, pool.config.lifecycle, now):
                     doomed[worker["_id"]] = (reason, True)
             running = [w for w in workers if w["_id"] not in doomed and w["state"] == RUNNING]
-            for key, reason in (await self._inactive(pool, running, now)).items():
+            for key, reason in (await self._inactive(pool, running, now, done)).items():
                 doomed[key] = (reason, True)
             for worker in workers:
                 if worker["_id"] in doomed:
@@ -207,10 +234,11 @@ class Provisioner:
         return retired
 
     async def _inactive(
-        self, pool: Pool, running: list[dict[str, Any]], now: datetime
+        self, pool: Pool, running: list[dict[str, Any]], now: datetime, done: Counter[str]
     ) -> dict[str, str]:
         """Running workers past queueInactivityTimeout: {_id: reason}. At most one check
-        per pool per interval (it reads the queue's worker list); on any doubt, none."""
+        per pool per interval (it reads the queue's worker list); on any doubt, none.
+        Counts the workers it judged into done["activityChecked"]."""
         last = self._activity_checked.get(pool.pool_id, float("-inf"))
         if not running or time.monotonic() - last < self.interval_s:
             return {}
@@ -236,10 +264,12 @@ class Provisioner:
                         out[worker["_id"]] = reason
                 return out
 
-            if not decide():
-                return {}
-            busy = await self.claim_holders(pool.pool_id)  # only read when it matters
-            return decide()
+            inactive = decide()
+            if inactive:
+                busy = await self.claim_holders(pool.pool_id)  # only read when it matters
+                inactive = decide()
+            done["activityChecked"] += len(running)
+            return inactive
         except Exception as exc:
             log.warning(
                 "reading worker activity failed",
@@ -273,7 +303,8 @@ class Provisioner:
                 return holders
             query = {**query, "continuationToken": page["continuationToken"]}
 
-    async def launch(self, pool: Pool, provider: Provider) -> None:
+    async def launch(self, pool: Pool, provider: Provider) -> bool:
+        """Record a new worker, then ask the provider for it; False if that failed."""
         now = utcnow()
         extra = provider.worker_extra(pool)
         document = stored_worker(
@@ -303,13 +334,14 @@ class Provisioner:
                 },
                 from_states=LIVE_STATES,
             )
-            return
+            return False
         await self.store.set_worker(
             key,
             {"providerData": launched.provider_data, "state": launched.state, "lastModified": now},
             from_states=[REQUESTED],
         )
         log.info("worker launched", extra={"worker": key, **launched.provider_data})
+        return True
 
     async def retire(
         self, provider: Provider, worker: Mapping[str, Any], reason: str, *, terminate: bool

@@ -7,7 +7,6 @@ against Flotilla. Scopes as upstream: creating or widening a client or role need
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -18,7 +17,7 @@ from shared.auth.roles import RoleError, RoleResolver, check_no_cycle
 from shared.auth.scopes import is_valid_scope, normalize_scopes
 from shared.auth.store import AuthStore
 from shared.ids import slugid
-from shared.models.common import parse_timestamp
+from shared.models.common import Timestamp
 from shared.timeutil import format_ts, utcnow
 
 CLIENT_ID = r"^[A-Za-z0-9!@/:.+|_-]+$"
@@ -49,17 +48,12 @@ class ClientRequest(BaseModel):
     """create-client-request / update-client-request, as upstream."""
 
     model_config = ConfigDict(extra="forbid")
-    expires: datetime
+    expires: Timestamp
     description: str = Field(max_length=10240)
     scopes: list[str] = Field(default_factory=list)
     deleteOnExpiration: StrictBool = False
 
     _check = field_validator("scopes")(_granted_scopes)
-
-    @field_validator("expires", mode="before")
-    @classmethod
-    def _ts(cls, value: object) -> datetime:
-        return parse_timestamp(value)
 
 
 class RoleRequest(BaseModel):

@@ -32,7 +32,6 @@ from shared.auth.scopes import (
     missing,
     normalize_scopes,
     satisfies,
-    validate_expression,
 )
 
 __all__ = [
@@ -60,6 +59,5 @@ __all__ = [
     "request_port",
     "satisfies",
     "split_host_header",
-    "validate_expression",
     "validate_roles",
 ]

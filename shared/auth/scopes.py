@@ -34,21 +34,6 @@ def scope_satisfies(held: str, required: str) -> bool:
     return held == required or (held.endswith("*") and required.startswith(held[:-1]))
 
 
-def validate_expression(expr: object) -> None:
-    """Raise ScopeExpressionError unless `expr` is a well-formed scope expression."""
-    if isinstance(expr, str):
-        if not is_valid_scope(expr):
-            raise ScopeExpressionError(f"invalid scope {expr!r}")
-        return
-    if isinstance(expr, Mapping) and len(expr) == 1:
-        (operator, items), *_ = expr.items()
-        if operator in _OPERATORS and isinstance(items, list):
-            for item in items:
-                validate_expression(item)
-            return
-    raise ScopeExpressionError(f"invalid scope expression {expr!r}")
-
-
 def normalize_scopes(scopes: Iterable[str]) -> list[str]:
     """Sorted, without duplicates and without scopes covered by another star scope.
 

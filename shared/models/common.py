@@ -52,7 +52,6 @@ __all__ = [
     "Timestamp",
     "WireModel",
     "WorkerType",
-    "int_to_priority",
     "parse_timestamp",
     "priorities_at_or_above",
     "priority_to_int",
@@ -147,12 +146,6 @@ _PRIORITY_INT: dict[str, int] = {
 def priority_to_int(priority: Priority) -> int:
     """7 for `highest` down to 1 for `lowest`: higher sorts first in the pending queue."""
     return _PRIORITY_INT[priority]
-
-
-def int_to_priority(value: int) -> Priority:
-    if not 1 <= value <= len(PRIORITY_LEVELS):
-        raise ValueError(f"priority int must be 1..{len(PRIORITY_LEVELS)}, got {value}")
-    return PRIORITY_LEVELS[len(PRIORITY_LEVELS) - value]
 
 
 def priorities_at_or_above(priority: Priority) -> tuple[Priority, ...]:

@@ -320,6 +320,8 @@ def test_client_and_role_requests_follow_upstream_schemas(root: taskcluster.Auth
         {**good, "scopes": ["queue:a", "queue:a"]},
         {**good, "deleteOnExpiration": "yes"},
         {**good, "deleteOnExpiration": 1},
+        {**good, "expires": "2030-01-02"},  # a date-time with a UTC offset, as upstream
+        {**good, "expires": "2030-01-02T03:04:05"},
     ]
     for body in bad_clients:
         code, error = status_of(lambda body=body: root.createClient(name, body))

@@ -35,6 +35,7 @@ from tests.integration.queue_support import (
 pytestmark = pytest.mark.timeout(60)
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "flotilla"
+REPO = Path(__file__).resolve().parents[2]
 BACKING_LOG = "public/logs/live_backing.log"
 
 
@@ -56,6 +57,8 @@ def cli_env(platform: Platform, settings: Settings) -> dict[str, str]:
         "FLOTILLA_AMQP_URL": settings.amqp_url,
         "FLOTILLA_ENV_FILE": "",  # never the developer's own .flotilla/env
         "COLUMNS": "200",
+        # this checkout's `cli`, not the one the editable install points at (a worktree)
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
 
 
@@ -133,7 +136,9 @@ def test_a_diamond_is_submitted_and_watched_to_completion(
     # a long poll interval: finishing promptly proves the watch is driven by events
     table = start(cli_env, "group", "watch", group, "--poll", "30")
     lines = start(cli_env, "group", "watch", group, "--poll", "30", "--json")
-    time.sleep(1.5)  # let both bind, so the events below reach them
+    for watcher in (table, lines):  # bound and listed: only events move them promptly now
+        assert watcher.stderr is not None
+        assert watcher.stderr.readline() == f"watching {group} (live, and listing every 30 s)\n"
     order = complete_claims(platform.queue, tq, 4)
     assert order[0] == "top" and order[-1] == "bottom"
     finished_at = time.monotonic()

@@ -66,12 +66,12 @@ async def test_a_message_taken_by_a_claimer_that_dies_is_handed_out_again(
     dying = await Broker.connect(settings.amqp_url, prefix=settings.exchange_prefix)
     doomed = PendingQueues(pending.db, lambda: dying, expires_s=600)
     first = await doomed.take(tq)
-    assert first is not None and not first.redelivered
+    assert first is not None and not first.message.redelivered
     assert await pending.take(tq) is None  # held, unacked, by the other claimer
     assert await pending.count(tq) == 0
     await dying.close()  # the claimer dies before acking
     again = await poll_until(lambda: pending.take(tq), what="the message to come back")
-    assert again.run.taskId == "t" and again.redelivered
+    assert again.run.taskId == "t" and again.message.redelivered
     await again.ack()
 
 

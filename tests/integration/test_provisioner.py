@@ -23,6 +23,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,29 @@ class Provisioner:
     def manager(self, platform: Platform) -> taskcluster.WorkerManager:
         return taskcluster.WorkerManager(
             {**platform.queue.client_options(), "rootUrl": self.url, "maxRetries": 0}
+        )
+
+    def passes(self) -> list[dict[str, Any]]:
+        """The summary line of each pass of its loop logged so far (complete lines only)."""
+        text = self.log_path.read_text(errors="replace")
+        lines = text[: text.rfind("\n") + 1].splitlines()
+        return [
+            entry
+            for entry in (json.loads(line) for line in lines if '"provisioner pass"' in line)
+            if entry["message"] == "provisioner pass"
+        ]
+
+    async def fresh_passes(self, count: int) -> list[dict[str, Any]]:
+        """The next `count` passes that start after this call (one in progress now is
+        skipped): after them, the loop has looked at whatever is true now."""
+        logged = len(self.passes())
+
+        def after() -> list[dict[str, Any]] | None:
+            found = self.passes()[logged + 1 :]
+            return found[:count] if len(found) >= count else None
+
+        return await poll_until(
+            lambda: asyncio.to_thread(after), timeout_s=15, interval_s=0.1, what="passes"
         )
 
 
@@ -466,7 +490,15 @@ async def test_two_replicas_never_both_act(
             timeout_s=15,
             what="3 instances",
         )
-        await asyncio.sleep(2.5)  # more ticks from both replicas: nothing more happens
+        # two more passes of each replica: the active one ticks and launches nothing more,
+        # the other stays on standby
+        later = [await prov.fresh_passes(2) for prov in (one, two)]
+        assert sorted([p["leader"] for p in found] for found in later) == [
+            [False, False],
+            [True, True],
+        ]
+        ticks = next(found for found in later if found[0]["leader"])
+        assert [(p["pools"], p["launched"]) for p in ticks] == [(1, 0), (1, 0)]
         assert len(instances_of(client, pool)) == 3
         docs = await workers_coll["provisioned_workers"].find({}).to_list(None)
         launchers = {d["launchedBy"] for d in docs}
@@ -586,7 +618,8 @@ async def test_static_workers_register_with_their_secret_and_are_never_provision
         assert [c["status"]["taskId"] for c in claimed["tasks"]] == [task_id]
         # pending work never makes the provisioner launch anything for a static pool
         await submit(queue, pool, ["true"])
-        await asyncio.sleep(2.5)  # two ticks and a task-pending wake-up
+        ticks = await prov.fresh_passes(2)  # the first woken by task-pending, or the interval
+        assert [(p["leader"], p["pools"], p["launched"]) for p in ticks] == [(True, 1, 0)] * 2
         listed = await workers(manager, pool)
         assert [(w["workerId"], w["state"]) for w in listed] == [("box-1", "running")]
 
@@ -662,8 +695,21 @@ async def test_a_worker_silent_at_the_queue_past_queue_inactivity_timeout_is_ter
         (first,) = await poll_until(
             lambda: asyncio.to_thread(seen_at_queue), timeout_s=20, what="worker at the queue"
         )
-        # healthy and idle, it keeps polling: still running well past timeout + slack
-        await asyncio.sleep(7)
+        # registered by now; silent since, it would be inactive after timeout + slack (1 + 2)
+        silent_too_long = datetime.now(UTC) + timedelta(seconds=2 + 3 + 1)
+
+        def judged_late() -> bool:  # a pass that began then judged the worker's activity
+            return any(
+                p.get("activityChecked")
+                and datetime.fromisoformat(p["time"]) - timedelta(milliseconds=p["durationMs"])
+                > silent_too_long
+                for p in prov.passes()
+            )
+
+        await poll_until(
+            lambda: asyncio.to_thread(judged_late), timeout_s=20, what="an activity check"
+        )
+        # healthy and idle, it kept polling: still running
         assert manager.worker(pool, first["workerGroup"], first["workerId"])["state"] == "running"
 
         # hung: it stops calling the queue, and is terminated and replaced

@@ -298,12 +298,15 @@ async def test_an_idle_worker_stops_by_itself_after_its_last_task(
         task.log.line("quick")
 
     async with queue_client(fast_queue) as queue, open_worker(config, quick) as worker:
+        finished: list[dict[str, Any]] = []
+        worker.on_finished.append(lambda run: 1 / 0)  # a broken observer stops nothing
+        worker.on_finished.append(lambda run: finished.append(run.ids))
         task_id = await submit(queue, tq, {"maxRunTime": 30})
         loop = asyncio.create_task(worker.run())
         assert (await resolved(queue, task_id))["state"] == "completed"
         # idle is checked between claimWork calls (never during one)
         await asyncio.wait_for(loop, 20)
-        assert not worker.runs and len(worker.finished) == 1
+        assert not worker.runs and finished == [{"taskId": task_id, "runId": 0}]
 
 
 SLEEPY_WORKER = """

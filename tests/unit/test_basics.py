@@ -2,35 +2,36 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
 
 from shared.config import load_settings
-from shared.ids import is_slugid, slugid, slugid_to_uuid
+from shared.ids import slugid
+from shared.models import Slugid
 from shared.timeutil import format_ts, from_epoch_ms, parse_ts, to_epoch_ms, truncate_ms
+
+SLUGIDS = TypeAdapter(Slugid)  # how the models check taskIds, taskGroupIds, ...
 
 
 def test_slugids_are_v4_and_never_start_with_dash() -> None:
     for _ in range(2000):
         value = slugid()
-        assert is_slugid(value)
+        assert SLUGIDS.validate_python(value) == value
         assert not value.startswith("-")
-        assert slugid_to_uuid(value).version == 4
+        assert uuid.UUID(bytes=base64.urlsafe_b64decode(value + "==")).version == 4
 
 
 def test_non_v4_slugid_is_rejected() -> None:
-    import base64
-
     v1 = base64.urlsafe_b64encode(uuid.uuid1().bytes).decode()[:22]
-    assert not is_slugid(v1)
-    assert not is_slugid("short")
-    assert not is_slugid(None)
-    with pytest.raises(ValueError):
-        slugid_to_uuid(v1)
+    for bad in (v1, "short", None, slugid() + "\n"):
+        with pytest.raises(ValidationError):
+            SLUGIDS.validate_python(bad)
 
 
 def test_timestamp_form_is_upstreams() -> None:

@@ -1,5 +1,6 @@
 """The suite's commands per task: the difference between two snapshots of the services'
-count files, summed over the workload's processes and divided by its tasks."""
+count files, summed over the workload's processes and divided by its tasks; commands are
+summed as reads, writes or other."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ from bench import commandcounts
 
 def snapshot(pid: int, process: str, commands: dict[str, int], amqp: dict[str, int]) -> dict:
     return {"process": process, "pid": pid, "commands": commands, "failed": {}, "amqp": amqp}
+
+
+def test_kinds() -> None:
+    names = ("insert", "findAndModify", "getMore", "endSessions")
+    assert [commandcounts.kind(n) for n in names] == ["writes", "writes", "reads", "other"]
 
 
 def test_only_the_window_and_the_workloads_processes_count() -> None:

@@ -1,5 +1,4 @@
-"""Command-stats files are named after the process that writes them; commands are summed
-as reads, writes or other."""
+"""Command-stats files are named after the process that writes them."""
 
 from __future__ import annotations
 
@@ -12,14 +11,3 @@ def test_process_names() -> None:
     assert commandstats.process_name("/usr/bin/pytest") == "pytest"
     assert commandstats.process_name("-c") == "python"
     assert commandstats.process_name("") == "python"
-
-
-def test_kinds() -> None:
-    assert [
-        commandstats.kind(n) for n in ("insert", "findAndModify", "getMore", "endSessions")
-    ] == [
-        "writes",
-        "writes",
-        "reads",
-        "other",
-    ]

@@ -28,9 +28,8 @@ def test_namespaces_are_checked_like_upstream() -> None:
     assert entries.ancestors("a") == []
 
 
-def test_namespace_expiry_is_the_next_midnight_and_ranks_replace_when_not_lower() -> None:
+def test_namespace_expiry_is_the_next_midnight() -> None:
     assert entries.namespace_expiry(NOW) == datetime(2026, 12, 3, tzinfo=UTC)
-    assert entries.replaces(3, 3) and entries.replaces(3, 4) and not entries.replaces(3, 2)
 
 
 def test_a_completed_task_indexes_its_valid_index_routes_with_extra_index() -> None:

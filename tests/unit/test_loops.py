@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from shared.loops import FailureBudget, LoopFailed, run_passes
+from shared.loops import FailureBudget, LoopFailed
 
 
 async def test_a_loop_that_keeps_failing_gives_up_and_one_that_recovers_does_not() -> None:
@@ -46,7 +46,9 @@ async def test_each_pass_logs_one_summary_line(caplog: pytest.LogCaptureFixture)
 
     budget = FailureBudget("summary loop", allowed=2, min_failing_s=0)
     with pytest.raises(LoopFailed):  # 2 failures in a row (passes 4 and 5) spend it
-        await run_passes("summary loop", flaky, interval_s=0, budget=budget)
+        while True:
+            async with budget.attempt() as summary:
+                summary.update(await flaky())
     assert calls == 5
     lines = [r for r in caplog.records if getattr(r, "loop", None) == "summary loop"]
     passes = [r for r in lines if hasattr(r, "ok")]

@@ -28,7 +28,6 @@ from shared.models import (
     check_dependency_limit,
     default_expires,
     describe_validation_error,
-    int_to_priority,
     is_input_error,
     json_equal,
     priorities_at_or_above,
@@ -580,9 +579,6 @@ def test_several_problems_are_all_listed() -> None:
 
 def test_priority_ints_run_seven_to_one() -> None:
     assert [priority_to_int(p) for p in PRIORITY_LEVELS] == [7, 6, 5, 4, 3, 2, 1]
-    assert [int_to_priority(n) for n in range(7, 0, -1)] == list(PRIORITY_LEVELS)
-    with pytest.raises(ValueError):
-        int_to_priority(0)
 
 
 def test_priorities_at_or_above() -> None:
