@@ -10,7 +10,7 @@ dominate the run), then measures with Playwright:
 - `interactive_s`: the whole, navigation start to the live stream being ready;
 - `sort_ms`, `filter_ms`: re-sorting and filtering all rows in the page.
 
-    python -m bench web [--tasks 5000] [--out bench/results/web.json]
+    python -m bench web [--tasks 5000] [--other-tasks 45000] [--out bench/results/web.json]
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _start(module: str, env: dict[str, str], log: Path, probe: str) -> subproces
     raise SystemExit(f"{module} did not start; see {log}")
 
 
-def seed(root_url: str, token: str, database: str, count: int) -> str:
+def seed(root_url: str, token: str, database: str, count: int, others: int = 0) -> str:
     settings = load_settings()
     queue = taskcluster.Queue(
         {
@@ -103,6 +103,12 @@ def seed(root_url: str, token: str, database: str, count: int) -> str:
         copies = [
             {**template, "_id": taskcluster.slugId(), **({"runs": []} if i % 3 else {})}
             for i in range(count - 1)
+        ]
+        # Tasks of other groups in the same collection, interleaved with the group's.
+        strangers = [taskcluster.slugId() for _ in range(9)]
+        copies += [
+            {**template, "_id": taskcluster.slugId(), "taskGroupId": strangers[i % 9]}
+            for i in range(others)
         ]
         for start in range(0, len(copies), 1000):
             tasks.insert_many(copies[start : start + 1000], ordered=False)
@@ -172,6 +178,12 @@ def measure(console: str, root_url: str, token: str, group: str) -> dict[str, An
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument(
+        "--other-tasks",
+        type=int,
+        default=0,
+        help="tasks of other groups stored beside it (45000: a 50,000-task collection)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "web.json"))
     args = parser.parse_args()
     settings = load_settings()
@@ -200,7 +212,7 @@ def main() -> None:
         processes.append(
             _start("services.web", env, logs / "bench-web.log", f"{console}/static/console.css")
         )
-        group = seed(root_url, token, database, args.tasks)
+        group = seed(root_url, token, database, args.tasks, args.other_tasks)
         result = {
             "benchmark": "web",
             "cpus": os.cpu_count(),

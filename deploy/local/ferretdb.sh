@@ -27,6 +27,9 @@ DRIVER_PATCHES=("$SRC"/modernc-sqlite/*.patch)
 # deploy/ferretdb/update-many-one-transaction.patch writes all the documents one update
 # command changes in one SQLite transaction instead of one each (an update_many of 500
 # task documents spent about half its time committing).
+# deploy/ferretdb/sqlite-index-pushdown.patch (applied after the _id one) also pushes an
+# equality on a string field that begins an index, `_id` string ranges and a sort on _id
+# down to SQLite, so listTaskGroup reads its group through the index, not every task.
 # deploy/ferretdb/no-resource-tracking.patch and modernc-sqlite/statement-cache.patch
 # cut FerretDB's CPU per command (deploy/ferretdb/README.md has the measurements).
 patch_module() {
