@@ -26,6 +26,8 @@ INDEXES: Mapping[str, Sequence[IndexModel]] = {
         IndexModel([("deadlineDue", ASCENDING)], name="by_deadline_due", sparse=True),
         IndexModel([("expires", ASCENDING)], name="by_expires"),
         IndexModel([("outboxDue", ASCENDING)], name="by_outbox_due", sparse=True),
+        # task-group-resolved: is a task of the group still open (never resolved)?
+        IndexModel([("openInGroup", ASCENDING)], name="by_open_in_group", sparse=True),
         # listPendingTasks (an operator's tool; claimers take runs from RabbitMQ).
         IndexModel(
             [("taskQueueId", ASCENDING), ("pendingSince", ASCENDING)],

@@ -19,7 +19,7 @@ from typing import Any
 
 from pymongo import UpdateOne
 
-from shared import claims, group_commit, loops, taskgroups
+from shared import claims, group_commit, loops
 from shared.broker import Broker, BrokerError
 from shared.db import Database
 from shared.events import Message
@@ -32,7 +32,6 @@ from shared.transitions import (
     Dequeue,
     Effect,
     Enqueue,
-    GroupMemberResolved,
 )
 
 log = logging.getLogger(__name__)
@@ -89,8 +88,6 @@ def effect_document(effect: Effect) -> dict[str, Any]:
         }
     if isinstance(effect, ClaimEnded):
         return {"kind": "claim-ended", "taskId": effect.task_id, "runId": effect.run_id}
-    if isinstance(effect, GroupMemberResolved):
-        return {"kind": "group-member-resolved", "taskGroupId": effect.task_group_id}
     return {
         "kind": "reprioritize",
         "taskId": effect.task_id,
@@ -177,7 +174,7 @@ class Outbox:
         elif kind == "claim-ended":
             await claims.ended(self.db, document["taskId"], document["runId"])
         elif kind == "group-member-resolved":
-            await taskgroups.member_resolved(self.db, document["taskGroupId"])
+            pass  # left by an earlier version, which counted groups down; tasks say it now
         elif kind == "reprioritize":
             if run := await self._requeued(document):
                 await self.pending.publish(run)

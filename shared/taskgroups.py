@@ -3,18 +3,22 @@ extended to the latest task's expiry plus an hour, optionally sealed."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from shared import errors, group_commit
+from shared import errors
 from shared.db import Database
 from shared.events import task_group_info
 from shared.timeutil import utcnow
 
+log = logging.getLogger(__name__)
+
 COLLECTION = "task_groups"
+TASKS = "tasks"
 EXPIRY_MARGIN = timedelta(hours=1)
 
 
@@ -32,18 +36,15 @@ async def require(db: Database, task_group_id: str) -> dict[str, Any]:
 async def join(
     db: Database, task_group_id: str, scheduler_id: str, task_expires: datetime
 ) -> dict[str, Any]:
-    """Create the group or join it, and count the new task as unresolved: one command.
-    409 on another schedulerId or a sealed group (nothing counted then).
-
-    The task is counted before it is stored, so a crash in between leaves the count one
-    high (the group's resolution goes unannounced) and never one low (announced while a
-    task is still open). A createTask that then stores nothing calls `leave`."""
+    """Create the group or join it: one command. 409 on another schedulerId or a sealed
+    group. Safe to repeat (a createTask retried after a crash joins again harmlessly):
+    the group keeps no count; whether its tasks are all resolved is asked of the tasks."""
     expires = task_expires + EXPIRY_MARGIN
     try:
         group = await db[COLLECTION].find_one_and_update(
             # No equality on `sealed`: an upsert would copy it into the new group.
             {"_id": task_group_id, "schedulerId": scheduler_id, "sealed": {"$exists": False}},
-            {"$inc": {"unresolved": 1}, "$max": {"expires": expires}},
+            {"$max": {"expires": expires}},
             upsert=True,
             return_document=ReturnDocument.AFTER,
         )
@@ -61,11 +62,6 @@ async def join(
         return await join(db, task_group_id, scheduler_id, task_expires)  # a race: retry
     assert group is not None
     return group
-
-
-async def leave(db: Database, task_group_id: str) -> None:
-    """Take back a `join` whose task was not stored (a repeated or refused createTask)."""
-    await db[COLLECTION].update_one({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
 
 
 async def seal(db: Database, task_group_id: str) -> dict[str, Any]:
@@ -87,13 +83,33 @@ def info(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def member_resolved(db: Database, task_group_id: str) -> None:
-    await group_commit.of(db[COLLECTION]).write(
-        UpdateOne({"_id": task_group_id}, {"$inc": {"unresolved": -1}})
-    )
+async def all_resolved(db: Database, group: dict[str, Any]) -> bool:
+    """Has every task of the group resolved at least once? Asked of the tasks themselves
+    (each carries `openInGroup` until its first resolution, cleared in the same write as
+    its state), so the answer is exact whatever crashed or was repeated: never early, never
+    stuck. One indexed lookup. It may hold more than once (as upstream's
+    task-group-resolved may be sent more than once)."""
+    if int(group.get("unresolved", 0)) > 0:
+        # Counted by an earlier version and not yet upgraded (see `upgrade`): its count
+        # still says no.
+        return False
+    still_open = await db[TASKS].find_one({"openInGroup": group["_id"]}, {"_id": 1})
+    return still_open is None
 
 
-def all_resolved(group: dict[str, Any]) -> bool:
-    """No task of the group is left that never resolved (approximate under crashes, and
-    it may hold more than once, as upstream's task-group-resolved)."""
-    return int(group.get("unresolved", 0)) <= 0
+async def upgrade(db: Database) -> int:
+    """Upgrading in place from versions that counted each group's unresolved tasks: mark
+    the open tasks of every counted group, then drop its count. Safe to repeat and to run
+    on several replicas at once (a crash leaves the count, so the group is done again).
+    Returns how many groups were upgraded."""
+    upgraded = 0
+    async for group in db[COLLECTION].find({"unresolved": {"$exists": True}}, {"_id": 1}):
+        await db[TASKS].update_many(
+            {"taskGroupId": group["_id"], "everResolved": False},
+            {"$set": {"openInGroup": group["_id"]}},
+        )
+        await db[COLLECTION].update_one({"_id": group["_id"]}, {"$unset": {"unresolved": ""}})
+        upgraded += 1
+    if upgraded:
+        log.warning("task groups: %d upgraded to open-task marks", upgraded)
+    return upgraded

@@ -78,6 +78,10 @@ def _state_fields(record: TaskRecord) -> dict[str, Any]:
         "runs": [run.model_dump() for run in record.runs],
         "retriesLeft": record.retries_left,
         "everResolved": record.ever_resolved,
+        # Present (the group's id) until the task first resolves: "is any task of the
+        # group still open?" is one indexed lookup, and the mark changes in the same write
+        # as the task's state, so it is exact through any crash or repeat.
+        "openInGroup": None if record.ever_resolved else record.definition.taskGroupId,
         "takenUntil": record.taken_until,
         "deadlineDue": record.definition.deadline if record.is_open else None,
         "resolvedAt": last.resolved if last is not None and not record.is_open else None,

@@ -97,22 +97,8 @@ class ClaimEnded:
     run_id: int
 
 
-@dataclass(frozen=True)
-class GroupMemberResolved:
-    """A task of the group resolved for the first time (its group counts what is left)."""
-
-    task_group_id: str
-
-
 Effect = (
-    events.Message
-    | Enqueue
-    | Dequeue
-    | Reprioritize
-    | ClaimStarted
-    | ClaimExtended
-    | ClaimEnded
-    | GroupMemberResolved
+    events.Message | Enqueue | Dequeue | Reprioritize | ClaimStarted | ClaimExtended | ClaimEnded
 )
 
 
@@ -309,7 +295,6 @@ def _resolve_open_as_exception(
             scheduled=now,
             resolved=now,
         )
-        effects += _first_resolution(record)
         record = _with_runs(record, [run], ever_resolved=True)
         changed = True
     elif last.state in _OPEN:
@@ -320,7 +305,6 @@ def _resolve_open_as_exception(
         run = last.model_copy(
             update={"state": RunState.EXCEPTION, "reasonResolved": reason, "resolved": now}
         )
-        effects += _first_resolution(record)
         record = _with_runs(record, [*record.runs[:-1], run], ever_resolved=True)
         changed = True
     else:
@@ -485,17 +469,10 @@ def resolve(record: TaskRecord, run_id: int, resolution: str, *, now: datetime) 
     resolved = _with_runs(record, runs, ever_resolved=True)
     return Outcome(
         resolved,
-        # The group's count goes down before task-completed goes out: a resolver that
-        # hears it must find the group already counted, or nobody announces the group.
-        (ended, *_first_resolution(record), *_resolution_events(resolved, resolved_run)),
+        # ever_resolved clears the task's open mark in the same write as its state, so a
+        # resolver that hears task-completed finds the group's count already right.
+        (ended, *_resolution_events(resolved, resolved_run)),
     )
-
-
-def _first_resolution(before: TaskRecord) -> list[Effect]:
-    if before.ever_resolved:
-        return []
-    assert before.definition.taskGroupId is not None
-    return [GroupMemberResolved(before.definition.taskGroupId)]
 
 
 def _resolution_events(record: TaskRecord, run: Run) -> list[Effect]:

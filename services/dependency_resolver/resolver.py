@@ -129,10 +129,14 @@ class Resolver:
 
         return sum(await asyncio.gather(*(one(task_id) for task_id in task_ids)))
 
-    async def announce_group(self, task_group_id: str | None) -> None:
+    async def announce_group(self, task_group_id: str | None) -> bool:
+        """Publish task-group-resolved if every task of the group has resolved. Returns
+        whether it did."""
         group = await taskgroups.get(self.db, task_group_id) if task_group_id else None
-        if group is not None and taskgroups.all_resolved(group):
-            await self.store.publish([events.task_group_resolved(group)])
+        if group is None or not await taskgroups.all_resolved(self.db, group):
+            return False
+        await self.store.publish([events.task_group_resolved(group)])
+        return True
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
         self._inbox.put_nowait(message)

@@ -21,7 +21,7 @@ from services.queue.waiters import ClaimWaiters
 from services.queue.worker_records import WorkerRecords
 from services.queue.worker_shutdown_api import WorkerShutdownApi
 from services.queue.workers_api import WorkersApi
-from shared import artifact_bytes, monitoring, pending_upgrade, resolution_queue
+from shared import artifact_bytes, monitoring, pending_upgrade, resolution_queue, taskgroups
 from shared import db as dbmod
 from shared.api import Api, BodyPace, make_app
 from shared.auth.http import HawkAuthenticator
@@ -124,6 +124,8 @@ def build_app(settings: Settings) -> web.Application:
     async def database_context(app: web.Application) -> AsyncIterator[None]:
         await dbmod.ensure_indexes(database)
         await store.ensure_default_roles()
+        # A deployment upgraded in place: groups it counted get their open tasks marked.
+        await taskgroups.upgrade(database)
         await byte_store.start()
         yield
         await byte_store.close()

@@ -238,8 +238,6 @@ class TasksApi:
         record = TaskRecord.new(task_id, task)
         await deadlines.add(self.ctx.db, task_id, task.deadline)
         await taskgroups.join(self.ctx.db, task.taskGroupId, task.schedulerId, task.expires)
-        # Whenever it is unclear whether the task was stored, the group keeps the count:
-        # one too high only delays task-group-resolved; one too low would announce it early.
         if not task.dependencies:
             # The common case in one write: the task, run 0 and its events together.
             outcome = transitions.defined(record, schedule=True, now=now)
@@ -251,12 +249,7 @@ class TasksApi:
             is not None
         ):
             log.info(logs.TASK_CREATED, extra=logs.task_fields(task_id, state="unscheduled"))
-            try:
-                return status_body(await self._track_dependencies(record, created=True))
-            except errors.InputError:  # a bad dependency: the task was taken back
-                await taskgroups.leave(self.ctx.db, task.taskGroupId)
-                raise
-        await taskgroups.leave(self.ctx.db, task.taskGroupId)  # counted by the first call
+            return status_body(await self._track_dependencies(record, created=True))
         # The taskId is taken: the same definition repeated is a success, else 409.
         existing = await self.store.require(task_id)
         if not same_definition(existing.record.definition, task):

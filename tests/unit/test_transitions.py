@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared import errors, transitions
+from shared import errors, taskstore, transitions
 from shared.events import Message
 from shared.models import Run, TaskDefinition
 from shared.timeutil import format_ts
@@ -100,7 +100,6 @@ BOOKKEEPING = (
     transitions.ClaimStarted,
     transitions.ClaimExtended,
     transitions.ClaimEnded,
-    transitions.GroupMemberResolved,
 )
 
 
@@ -851,9 +850,7 @@ def test_repeating_the_same_report_succeeds_and_resends(resolution: str) -> None
     first = resolve(running(), resolution)
     again = transitions.resolve(first.record, 0, resolution, now=LATER + timedelta(minutes=1))
     assert not again.changed and again.record == first.record
-    assert again.effects == tuple(
-        e for e in first.effects if not isinstance(e, transitions.GroupMemberResolved)
-    )  # the group counts a task's first resolution only
+    assert again.effects == first.effects
     assert again.effects  # something is re-sent
 
 
@@ -1154,31 +1151,23 @@ def test_cancelling_a_pending_run_touches_no_claim() -> None:
     assert _bookkeeping(transitions.cancel(pending(), LATER)) == []
 
 
-def test_only_a_first_resolution_is_counted_for_the_group() -> None:
-    def counted(outcome: Outcome) -> int:
-        return sum(isinstance(e, transitions.GroupMemberResolved) for e in outcome.effects)
+def test_a_task_is_open_in_its_group_until_it_first_resolves() -> None:
+    def open_mark(record: TaskRecord) -> str | None:
+        return taskstore.to_document(record).get("openInGroup")
 
-    first = resolve(running(), "failed")
-    assert counted(first) == 1
-    assert counted(transitions.resolve(first.record, 0, "failed", now=LATER)) == 0
-    rerun = transitions.rerun(first.record, LATER)
-    again = resolve(claim(rerun.record).record, "completed")
-    assert counted(again) == 0  # ever resolved already
+    group = running().definition.taskGroupId
+    assert open_mark(unscheduled()) == open_mark(pending()) == open_mark(running()) == group
     retried = resolve(running(), "worker-shutdown")
-    assert counted(retried) == 0  # a retry is not a resolution
-    assert counted(transitions.cancel(unscheduled(), LATER)) == 1
-
-
-def test_the_group_is_counted_before_the_resolution_is_announced() -> None:
-    # A dependency-resolver that hears task-completed checks the group at once: the
-    # group's count must already be down, or task-group-resolved is never published.
-    for outcome in (resolve(running(), "completed"), transitions.cancel(running(), LATER)):
-        kinds = [
-            "group" if isinstance(e, transitions.GroupMemberResolved) else "message"
-            for e in outcome.effects
-            if isinstance(e, transitions.GroupMemberResolved | Message)
-        ]
-        assert kinds[0] == "group" and "message" in kinds, kinds
+    assert open_mark(retried.record) == group  # a retry is not a resolution
+    first = resolve(running(), "failed")
+    assert open_mark(first.record) is None
+    # the resolving write itself takes the mark off (not a later effect)
+    update = taskstore.update_for(running(), first.record, [], LATER)
+    assert "openInGroup" in update["$unset"]
+    rerun = transitions.rerun(first.record, LATER)
+    assert open_mark(rerun.record) is None  # ever resolved: the group does not wait again
+    assert open_mark(transitions.cancel(unscheduled(), LATER).record) is None
+    assert open_mark(transitions.cancel(running(), LATER).record) is None
 
 
 # --- a claim whose answer could not be delivered ---------------------------------------
