@@ -9,15 +9,14 @@ is idempotent, so whoever comes first creates it and the others find it."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractQueue
-from pamqp.commands import Basic
 
-from shared.broker import Binding, Broker, BrokerError
+from shared.broker import Binding, Broker
 from shared.config import Settings
 from shared.routing import RESOLUTION_EVENTS, dependency_resolver_queue
 
@@ -53,16 +52,13 @@ async def declare_dead_letters(broker: Broker, settings: Settings) -> AbstractQu
 async def send(
     broker: Broker, queue: str, body: bytes, headers: Mapping[str, Any] | None = None
 ) -> None:
-    """Put a message straight into one queue (the default exchange), with a confirm."""
+    """Put a message straight into one queue (the default exchange), with a confirm;
+    raises BrokerError (Unroutable if the queue is gone) so the caller keeps the original."""
     message = aio_pika.Message(
         body,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         content_type="application/json",
         headers=dict(headers or {}),
+        message_id=secrets.token_hex(8),  # a returned message finds its publish by it
     )
-    try:
-        confirmation = await broker.channel.default_exchange.publish(message, routing_key=queue)
-    except (OSError, aiormq.exceptions.AMQPError, aio_pika.exceptions.DeliveryError) as exc:
-        raise BrokerError(f"sending to {queue} failed: {exc}") from exc
-    if not isinstance(confirmation, Basic.Ack):
-        raise BrokerError(f"broker did not confirm the message for {queue}: {confirmation!r}")
+    await broker.publish_to_queue(queue, message)  # mandatory, confirmed
