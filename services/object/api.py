@@ -21,7 +21,7 @@ from services.object.rules import (
     PutUrl,
     StartDownloadRequest,
 )
-from shared import errors
+from shared import artifacts, errors
 from shared.api import Call, declare, json_response
 from shared.artifact_bytes.base import ByteStore
 from shared.timeutil import format_ts, utcnow
@@ -34,9 +34,12 @@ _STARTED = time.monotonic()
 
 
 class ObjectApi:
-    def __init__(self, records: ObjectRecords, byte_store: ByteStore) -> None:
+    def __init__(
+        self, records: ObjectRecords, byte_store: ByteStore, *, max_bytes: int | None = None
+    ) -> None:
         self.records = records
         self.bytes = byte_store
+        self.max_bytes = max_bytes  # FLOTILLA_ARTIFACT_MAX_BYTES, as at the queue
 
     # --- uploading ------------------------------------------------------------------------
 
@@ -62,6 +65,9 @@ class ObjectApi:
             # Bad inline data is refused before anything is locked or stored.
             data = rules.decode_inline(methods.dataInline)
             inline = (methods.dataInline, data, rules.check_inline_hashes(request.hashes, data))
+        if method == "putUrl" and methods.putUrl is not None:
+            # Refused before anything is locked: S3 would accept the signed length.
+            artifacts.check_length(methods.putUrl, self.max_bytes)
         record = await self._lock(name, request, now)
         upload_method: dict[str, Any] = {}
         if inline is not None:

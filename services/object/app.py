@@ -46,7 +46,10 @@ def build_app(settings: Settings) -> web.Application:
     health = {"mongodb": monitoring.database_answers(database)}
     api = Api(
         PREFIX,
-        [monitoring.Monitoring(health), ObjectApi(ObjectRecords(database), byte_store)],
+        [
+            monitoring.Monitoring(health),
+            ObjectApi(ObjectRecords(database), byte_store, max_bytes=settings.artifact_max_bytes),
+        ],
         authenticator=HawkAuthenticator(auth),
         fill_scopes=expand_template,
     )

@@ -74,6 +74,9 @@ def _wait_ok(url: str, process: Any, what: str) -> None:
     pytest.fail(f"{what} did not answer {url} within 30 s")
 
 
+MAX_BYTES = 1_000_000  # FLOTILLA_ARTIFACT_MAX_BYTES of these deployments
+
+
 @pytest.fixture(scope="module", params=["mongodb", "s3"])
 def deployment(
     request: pytest.FixtureRequest, settings: Settings, tmp_path_factory: pytest.TempPathFactory
@@ -90,6 +93,7 @@ def deployment(
         "FLOTILLA_OBJECT_URL": f"http://127.0.0.1:{object_port}",
         "FLOTILLA_OBJECT_PORT": str(object_port),
         "FLOTILLA_ROOT_ACCESS_TOKEN": token,
+        "FLOTILLA_ARTIFACT_MAX_BYTES": str(MAX_BYTES),
     }
     if kind == "s3":
         env |= {
@@ -269,6 +273,12 @@ def test_bad_input_is_refused_and_changes_nothing(deployment: Deployment) -> Non
         {"proposedUploadMethods": {"dataInline": {**inline, "objectData": "not base64!"}}},
         {"hashes": {"sha256": "abc"}},
         {"uploadId": "not-a-slugid"},
+        # more than an artifact may hold (S3 would take what the URL is signed for)
+        {
+            "proposedUploadMethods": {
+                "putUrl": {"contentType": "text/plain", "contentLength": MAX_BYTES + 1}
+            }
+        },
     ]
     for fields in bad_calls:
         assert rest_error(create, **fields).status_code == 400, fields
