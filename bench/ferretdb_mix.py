@@ -82,6 +82,16 @@ def wait_port(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"FerretDB did not listen on {port}")
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def run_mix(client: MongoClient, tasks: int, prefix: str) -> None:
     collection = client["mix"]["tasks"]
     counters = client["mix"]["counters"]
@@ -142,12 +152,7 @@ def measure(variant: Variant, port: int, tasks: int, round_no: int) -> dict[str,
             "peak_rss_mb": peak_rss_mb(process.pid),
         }
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         shutil.rmtree(data, ignore_errors=True)
 
 

@@ -40,7 +40,7 @@ from typing import Any
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 
-from bench.ferretdb_mix import Variant, cpu_ms, parse_variant, wait_port
+from bench.ferretdb_mix import Variant, cpu_ms, parse_variant, stop, wait_port
 from shared.db import INDEXES
 from shared.models import TaskDefinition
 from shared.taskstore import TASKS, to_document
@@ -76,12 +76,7 @@ def server(variant: Variant, port: int) -> Iterator[Server]:
         yield Server(variant, process, client)
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         shutil.rmtree(data, ignore_errors=True)
 
 
