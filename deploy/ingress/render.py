@@ -72,8 +72,14 @@ def render(
     temp_dir: str,
     user: str | None = None,
     workers: str = "1",
+    resolver: str | None = None,
 ) -> str:
-    """The nginx.conf text. Pure (reads only the template)."""
+    """The nginx.conf text. Pure (reads only the template).
+
+    With a `resolver` (a DNS server's address), each service is one host name looked up
+    again every few seconds instead of a fixed upstream: nginx resolves an upstream's names
+    only when it starts, so after a restart of the services behind it (new addresses) it
+    would keep sending to the old ones. Replicas sharing the name are used in turn."""
     unknown = sorted(set(upstreams) - set(ROUTES))
     if unknown:
         raise ValueError(f"unknown services {unknown}; known: {', '.join(ROUTES)}")
@@ -85,14 +91,23 @@ def render(
         for server in servers:
             if not _ADDRESS.match(server):
                 raise ValueError(f"{name}: {server!r} is not HOST:PORT")
-        lines = "".join(f"    server {server};\n" for server in servers)
-        blocks.append(
-            f"  upstream flotilla_{name.replace('-', '_')} {{\n"
-            "    least_conn;\n"
-            f"{lines}"
-            "    keepalive 32;\n"
-            "  }"
-        )
+        if resolver is not None:
+            if len(servers) != 1:
+                raise ValueError(f"{name}: with a resolver, replicas share one name")
+            # A variable makes nginx resolve the name per request (cached `valid` s).
+            target = (
+                f"set $flotilla_backend {servers[0]};\n      proxy_pass http://$flotilla_backend;"
+            )
+        else:
+            lines = "".join(f"    server {server};\n" for server in servers)
+            blocks.append(
+                f"  upstream flotilla_{name.replace('-', '_')} {{\n"
+                "    least_conn;\n"
+                f"{lines}"
+                "    keepalive 32;\n"
+                "  }"
+            )
+            target = f"proxy_pass http://flotilla_{name.replace('-', '_')};"
         for prefix in prefixes:
             # `^~`: a served prefix wins over the catch-all regex for unserved services;
             # `= /api/queue` (no slash) is the service's too, not an "unserved" one.
@@ -105,7 +120,7 @@ def render(
                     f"      set $flotilla_service {name};\n"
                     # No URI after the upstream: nginx passes the request URI exactly as
                     # the client sent it (%2F kept), which the Hawk MAC covers.
-                    f"      proxy_pass http://flotilla_{name.replace('-', '_')};\n"
+                    f"      {target}\n"
                     "    }"
                 )
     served = ", ".join(api_services(upstreams)) or "none"
@@ -127,7 +142,12 @@ def render(
         "ACCESS_LOG": access_log,
         "TEMP": temp_dir,
         "LISTEN": listen,
-        "UPSTREAMS": "\n".join(blocks) or "  # (no services)",
+        "UPSTREAMS": "\n".join(blocks)
+        or (
+            f"  resolver {resolver} valid=5s ipv6=off;\n  resolver_timeout 5s;"
+            if resolver
+            else "  # (no services)"
+        ),
         "LOCATIONS": "\n".join(locations),
         "SERVED": served,
     }
@@ -147,6 +167,7 @@ def render_compose() -> str:
         temp_dir="/var/cache/nginx",
         user="nginx",
         workers="auto",
+        resolver="127.0.0.11",  # Docker's embedded DNS on a user-defined network
     )
 
 

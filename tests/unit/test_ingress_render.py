@@ -41,6 +41,24 @@ def test_bad_upstreams_are_refused() -> None:
         _local({"queue": ["a b;"]})
 
 
+def test_with_a_resolver_each_service_is_a_name_looked_up_again() -> None:
+    # compose restarts give services new addresses; fixed upstreams would keep the old
+    text = render.render_compose()
+    assert "resolver 127.0.0.11 valid=5s ipv6=off;" in text
+    assert "upstream flotilla_" not in text
+    assert "set $flotilla_backend queue:8180;\n      proxy_pass http://$flotilla_backend;" in text
+    with pytest.raises(ValueError, match="share one name"):
+        render.render(
+            {"queue": ["a:1", "b:1"]},
+            listen="80",
+            pid="/p",
+            error_log="/e",
+            access_log="/a",
+            temp_dir="/t",
+            resolver="127.0.0.11",
+        )
+
+
 def test_the_compose_config_is_the_rendered_one() -> None:
     committed = (REPO / "deploy/ingress/compose.nginx.conf").read_text()
     assert committed == render.render_compose(), (
