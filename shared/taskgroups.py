@@ -83,18 +83,19 @@ def info(group: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def all_resolved(db: Database, group: dict[str, Any]) -> bool:
-    """Has every task of the group resolved at least once? Asked of the tasks themselves
-    (each carries `openInGroup` until its first resolution, cleared in the same write as
-    its state), so the answer is exact whatever crashed or was repeated: never early, never
-    stuck. One indexed lookup. It may hold more than once (as upstream's
-    task-group-resolved may be sent more than once)."""
-    if int(group.get("unresolved", 0)) > 0:
-        # Counted by an earlier version and not yet upgraded (see `upgrade`): its count
-        # still says no.
-        return False
-    still_open = await db[TASKS].find_one({"openInGroup": group["_id"]}, {"_id": 1})
-    return still_open is None
+async def any_open(db: Database, task_group_id: str) -> bool:
+    """Is a task of the group still open (never resolved)? Asked of the tasks themselves:
+    each carries `openInGroup` until its first resolution, cleared in the same write as
+    its state, so the answer is exact whatever crashed or was repeated. One indexed
+    lookup."""
+    return await db[TASKS].find_one({"openInGroup": task_group_id}, {"_id": 1}) is not None
+
+
+def all_resolved(group: dict[str, Any]) -> bool:
+    """With no task open (`any_open`): may the group be announced? Not while a count
+    left by an earlier version, not yet upgraded (see `upgrade`), still says no. It may
+    hold more than once (as upstream's task-group-resolved may be sent more than once)."""
+    return int(group.get("unresolved", 0)) <= 0
 
 
 async def upgrade(db: Database) -> int:

@@ -132,8 +132,10 @@ class Resolver:
     async def announce_group(self, task_group_id: str | None) -> bool:
         """Publish task-group-resolved if every task of the group has resolved. Returns
         whether it did."""
-        group = await taskgroups.get(self.db, task_group_id) if task_group_id else None
-        if group is None or not await taskgroups.all_resolved(self.db, group):
+        if not task_group_id or await taskgroups.any_open(self.db, task_group_id):
+            return False  # the common answer, in one indexed lookup
+        group = await taskgroups.get(self.db, task_group_id)
+        if group is None or not taskgroups.all_resolved(group):
             return False
         await self.store.publish([events.task_group_resolved(group)])
         return True
